@@ -1,0 +1,3 @@
+from outpost.cli.main import main
+
+main()

@@ -1,0 +1,43 @@
+"""Builds the FastAPI application around a container."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
+
+from outpost import __version__
+from outpost.api.auth import TokenBuckets
+from outpost.api.body_limit import BodyLimitMiddleware
+from outpost.api.problems import install_problem_handlers
+from outpost.api.routes import dispatches, health, keys
+from outpost.app import Container
+
+
+def create_app(container: Container) -> FastAPI:
+    """The ASGI app. Its lifespan starts and stops the container (store, worker)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await container.start()
+        try:
+            yield
+        finally:
+            await container.stop()
+
+    # FastAPI's built-in OpenTelemetry layer costs a large share of each request; Outpost exports its own
+    # metrics instead.
+    telemetry_off: TelemetryConfig = {
+        "tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+    }  # fmt: skip
+    app = FastAPI(title="Outpost", version=__version__, lifespan=lifespan, telemetry=telemetry_off)
+    app.state.container = container
+    app.state.rate_limits = TokenBuckets(container.settings.limits.requests_per_s)
+    install_problem_handlers(app)
+    app.include_router(dispatches.router)
+    app.include_router(keys.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=container.settings.limits.max_body_bytes)
+    return app

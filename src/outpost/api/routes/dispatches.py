@@ -1,0 +1,68 @@
+"""`/v1/dispatches`: submit, read, list, cancel, and events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from outpost.api.auth import CallerDep, ContainerDep
+from outpost.domain.dispatch import AgentName, DispatchStatus
+from outpost.schemas.convert import dispatch_read, event_read
+from outpost.schemas.dispatches import DispatchCreate, DispatchPage, DispatchRead, EventPage
+from outpost.schemas.text import StorableText
+
+router = APIRouter(prefix="/v1/dispatches", tags=["dispatches"])
+IdempotencyKey = Annotated[StorableText | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+
+
+@router.post("", status_code=202, response_model=DispatchRead)
+async def submit_dispatch(
+    *,
+    body: DispatchCreate, caller: CallerDep, container: ContainerDep, response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> DispatchRead:  # fmt: skip
+    submitted = await container.dispatches.submit(caller, body, idempotency_key)
+    response.headers["Location"] = f"/v1/dispatches/{submitted.dispatch.id}"
+    if not submitted.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return dispatch_read(submitted.dispatch)
+
+
+@router.get("", response_model=DispatchPage)
+async def list_dispatches(
+    *,
+    caller: CallerDep,
+    container: ContainerDep,
+    status: DispatchStatus | None = None,
+    agent: AgentName | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> DispatchPage:
+    rows, next_cursor = await container.dispatches.list_page(
+        caller, limit=limit, cursor=cursor, status=status, agent=agent
+    )
+    return DispatchPage(items=[dispatch_read(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("/{dispatch_id}", response_model=DispatchRead)
+async def get_dispatch(dispatch_id: str, caller: CallerDep, container: ContainerDep) -> DispatchRead:
+    return dispatch_read(await container.dispatches.get(caller, dispatch_id))
+
+
+@router.post("/{dispatch_id}/cancel", response_model=DispatchRead)
+async def cancel_dispatch(dispatch_id: str, caller: CallerDep, container: ContainerDep) -> DispatchRead:
+    return dispatch_read(await container.dispatches.cancel(caller, dispatch_id))
+
+
+@router.get("/{dispatch_id}/logs", response_model=EventPage)
+async def list_logs(
+    dispatch_id: str,
+    caller: CallerDep,
+    container: ContainerDep,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> EventPage:
+    rows = await container.dispatches.events(caller, dispatch_id, after, limit)
+    next_after = rows[-1].seq if len(rows) == limit else None
+    return EventPage(items=[event_read(row) for row in rows], next_after=next_after)

@@ -1,0 +1,137 @@
+"""The composition root: builds every component from the settings, once, and wires them together."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from outpost.agents.registry import default_registry
+from outpost.db.migrate import upgrade_to_head
+from outpost.db.store import Store
+from outpost.errors import Unavailable
+from outpost.sandbox.base import Sandbox
+from outpost.sandbox.process import ProcessSandbox
+from outpost.services.dispatches import DispatchService
+from outpost.services.keys import KeyService
+from outpost.services.runs import RunService
+from outpost.settings import Settings
+from outpost.worker.executor import DispatchExecutor
+from outpost.worker.queue.inprocess import InProcessWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    """Everything a running server holds. Built by `build_container`, started and stopped as a unit."""
+
+    settings: Settings
+    store: Store
+    keys: KeyService
+    dispatches: DispatchService
+    runs: RunService
+    sandbox: Sandbox
+    worker: InProcessWorker
+    _lock_file: IO[str] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        """Migrate, recover from an earlier crash, start the worker.
+
+        Raises Unavailable when the sandbox backend cannot work here (it says how to fix it).
+        """
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.check_sandbox()
+        await upgrade_to_head(self.store)
+        if self.settings.worker.enabled:
+            self._lock_file = lock_data_dir(self.settings.data_dir)
+            await self._recover()
+            self.worker.start()
+
+    def check_sandbox(self) -> None:
+        """Raises Unavailable, naming every problem, when the sandbox backend cannot run dispatches here."""
+        problems = self.sandbox.problems() if self.settings.worker.enabled else []
+        if problems:
+            escape = (
+                " (on a machine that cannot run it, OUTPOST_SANDBOX__BACKEND=process runs dispatches"
+                " unconfined: insecure)"
+                if self.sandbox.isolated
+                else ""
+            )
+            raise Unavailable(
+                f"the {self.sandbox.name} sandbox cannot run here: {'; '.join(problems)}{escape}"
+            )
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        await self.store.dispose()
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+    async def _recover(self) -> None:
+        killed = await self.sandbox.reap_leftovers()
+        queued_again, failed = await self.runs.reconcile_lost()
+        if killed or queued_again or failed:
+            log.warning(
+                "recovered from an unclean stop: killed %d leftover processes, queued %d dispatches again, "
+                "failed %d with worker_lost", killed, queued_again, failed,
+            )  # fmt: skip
+
+
+def build_container(settings: Settings) -> Container:
+    store = Store(settings.resolved_database_url)
+    sandbox = build_sandbox(settings)
+    agents = default_registry()
+    runs = RunService(store, settings.worker.max_attempts)
+    executor = DispatchExecutor(
+        runs=runs, sandbox=sandbox, agents=agents,
+        limits=settings.limits, flush_s=settings.worker.log_flush_ms / 1000,
+    )  # fmt: skip
+    worker = InProcessWorker(runs, executor, settings.worker.slots, settings.worker.poll_interval_s)
+    dispatches = DispatchService(
+        store, worker, agents, settings.limits, settings.worker.abort_grace_s, settings.sandbox
+    )
+    keys = KeyService(store, settings.key_cache_ttl_s)
+    return Container(settings, store, keys, dispatches, runs, sandbox, worker)
+
+
+def build_sandbox(settings: Settings) -> Sandbox:
+    if settings.sandbox.backend == "process":
+        log.warning("sandbox backend 'process' is INSECURE: dispatch commands run unconfined on this host")
+        return ProcessSandbox(settings.data_dir, settings.limits.max_line_bytes)
+    if settings.sandbox.backend == "bwrap":
+        from outpost.sandbox.bwrap import BwrapSandbox  # noqa: PLC0415 - backends load only when chosen
+        from outpost.sandbox.bwrap_fs import DiskLimits  # noqa: PLC0415
+        from outpost.sandbox.cgroups import Limits  # noqa: PLC0415
+
+        box = settings.sandbox
+        limits = Limits(memory_bytes=box.memory_mb * 2**20, pids_max=box.pids_max, cpu_cores=box.cpu_cores)
+        return BwrapSandbox(
+            settings.data_dir, settings.limits.max_line_bytes, box.uid_first, box.uid_count, limits,
+            egress_allow=tuple(box.egress_allow), run_dir=box.run_dir,
+            disk=DiskLimits(size_bytes=box.disk_mb * 2**20, inodes=box.disk_inodes),
+        )  # fmt: skip
+    raise ValueError(f"unknown sandbox backend {settings.sandbox.backend!r}")
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on the data dir for as long as the returned file stays open.
+
+    Two embedded servers on one data dir would each reconcile the other's runs as lost.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = (data_dir / "server.lock").open("a+")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise Unavailable(
+            f"another Outpost server is using the data dir {data_dir}; stop it or set OUTPOST_DATA_DIR"
+        ) from None
+    lock_file.truncate(0)
+    lock_file.write(str(os.getpid()))
+    lock_file.flush()
+    return lock_file

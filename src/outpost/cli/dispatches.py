@@ -1,0 +1,170 @@
+"""Dispatch commands over the REST API: dispatch, status, list, logs, cancel."""
+
+from __future__ import annotations
+
+import click
+
+from outpost.cli import display
+from outpost.cli.client import ApiClient, build_request
+from outpost.cli.watch import page_events, raise_unless_succeeded, wait_until_ended
+from outpost.domain.dispatch import AgentName, DispatchStatus, Tier
+from outpost.schemas.dispatches import DispatchCreate, DispatchRead, RepoSpec
+
+AGENTS = click.Choice([agent.value for agent in AgentName])
+STATUSES = click.Choice([status.value for status in DispatchStatus])
+
+
+def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """`NAME=VALUE` options → a dict; anything without a `=` after a non-empty name is a usage error."""
+    pairs: dict[str, str] = {}
+    for item in values:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", ctx=ctx, param=param)
+        pairs[name] = value
+    return pairs
+
+
+@click.command()
+@click.option("--agent", required=True, type=AGENTS, help="The coding agent to run.")
+@click.option("--tier", type=click.Choice([tier.value for tier in Tier]), help="Model tier [balanced].")
+@click.option("--model", help="An exact model instead of a tier.")
+@click.option("--repo", "repo_url", metavar="URL", help="Git repository to work in.")
+@click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
+@click.option("--timeout", "timeout_s", type=click.IntRange(min=1), metavar="SECONDS", help="Time limit.")
+@click.option("--env", multiple=True, callback=parse_pairs, metavar="NAME=VALUE", help="Non-secret variable.")
+@click.option("--label", multiple=True, callback=parse_pairs, metavar="KEY=VALUE", help="Label to filter by.")
+@click.option("--idempotency-key", metavar="KEY", help="Retrying with the same key cannot run it twice.")
+@click.option("--wait", is_flag=True, help="Wait for the end; exit 0 only if it succeeded.")
+@click.option("--follow", is_flag=True, help="Print its output as it comes (implies --wait).")
+@click.option("--json", "as_json", is_flag=True, help="Print the dispatch as JSON.")
+@click.argument("task")
+def dispatch(
+    task: str, agent: str, tier: str | None, model: str | None, repo_url: str | None, ref: str | None,
+    timeout_s: int | None, env: dict[str, str], label: dict[str, str], idempotency_key: str | None,
+    wait: bool, follow: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Run TASK with an agent. Prints the dispatch id; with --wait or --follow, how it ended."""
+    if follow and as_json:
+        raise click.UsageError(
+            "--follow prints output lines, not JSON: use --wait --json, then `outpost logs`"
+        )
+    request = _dispatch_request(
+        task=task, agent=agent, tier=tier, model=model, repo_url=repo_url, ref=ref, timeout_s=timeout_s,
+        env=env, labels=label,
+    )  # fmt: skip
+    with ApiClient.from_environment() as api:
+        created = api.submit_dispatch(request, idempotency_key)
+        if not (wait or follow):
+            _show_submitted(created, as_json)
+            return
+        ended = _watch(api, created, follow=follow)
+    _show_ended(ended, as_json, with_result=not follow)
+
+
+def _dispatch_request(
+    *, task: str, agent: str, tier: str | None, model: str | None, repo_url: str | None, ref: str | None,
+    timeout_s: int | None, env: dict[str, str], labels: dict[str, str],
+) -> DispatchCreate:  # fmt: skip
+    """Raises UsageError for options that do not go together, InvalidInput for values the API refuses."""
+    if tier is not None and model is not None:
+        raise click.UsageError("give --tier or --model, not both")
+    if ref is not None and repo_url is None:
+        raise click.UsageError("--ref needs --repo")
+    repo = build_request(RepoSpec, url=repo_url, ref=ref) if repo_url is not None else None
+    return build_request(
+        DispatchCreate, agent=agent, task=task, tier=tier, model=model, repo=repo, timeout_s=timeout_s,
+        env=env, labels=labels,
+    )  # fmt: skip
+
+
+def _show_submitted(created: DispatchRead, as_json: bool) -> None:
+    if as_json:
+        display.print_json(created)
+        return
+    click.echo(created.id)
+    display.note(f"{created.status}; watch it with `outpost logs {created.id} --follow`")
+
+
+def _watch(api: ApiClient, created: DispatchRead, *, follow: bool) -> DispatchRead:
+    """Stay until the dispatch ends (printing its output with `follow`) and return it as it ended."""
+    try:
+        if follow:
+            page_events(api, created.id, 0, display.print_event, follow=True)
+            return api.get_dispatch(created.id)
+        return wait_until_ended(api, created, display.console(stderr=True))
+    except KeyboardInterrupt:
+        # Ctrl-C ends the watching, not the dispatch: say so, or users believe they cancelled it.
+        display.note(
+            f"stopped watching; dispatch {created.id} goes on (`outpost cancel {created.id}` stops it)"
+        )
+        raise
+
+
+def _show_ended(ended: DispatchRead, as_json: bool, *, with_result: bool) -> None:
+    """Print how the dispatch ended; raises DispatchUnsuccessful (its own exit code) unless it succeeded."""
+    if as_json:
+        display.print_json(ended)
+    elif with_result and ended.result:
+        click.echo(ended.result)
+    raise_unless_succeeded(ended)
+    display.note(f"{display.outcome(ended)} in {display.duration(ended) or '0 s'}")
+
+
+@click.command()
+@click.argument("dispatch_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the dispatch as JSON.")
+def status(dispatch_id: str, as_json: bool) -> None:
+    """Show one dispatch: its status, timings, exit code, failure and result."""
+    with ApiClient.from_environment() as api:
+        found = api.get_dispatch(dispatch_id)
+    if as_json:
+        display.print_json(found)
+    else:
+        display.show(display.dispatch_details(found))
+
+
+@click.command("list")
+@click.option("--status", "status_", type=STATUSES, help="Only dispatches in this status.")
+@click.option("--agent", type=AGENTS, help="Only dispatches of this agent.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200), help="Page size.")
+@click.option("--cursor", help="Where the page starts: the cursor the previous page printed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the page as JSON.")
+def list_dispatches(
+    status_: str | None, agent: str | None, limit: int, cursor: str | None, as_json: bool
+) -> None:
+    """List your dispatches, newest first, one page at a time."""
+    with ApiClient.from_environment() as api:
+        page = api.list_dispatches(status=status_, agent=agent, limit=limit, cursor=cursor)
+    if as_json:
+        display.print_json(page)
+        return
+    display.show(display.dispatch_table(page.items))
+    if page.next_cursor is not None:
+        click.echo(f"next page: outpost list --cursor {page.next_cursor}")
+
+
+@click.command()
+@click.argument("dispatch_id", metavar="ID")
+@click.option("--follow", is_flag=True, help="Keep printing new output until the dispatch ends.")
+@click.option(
+    "--after",
+    "after_seq",
+    default=0,
+    type=click.IntRange(min=0),
+    metavar="SEQ",
+    help="Start after event SEQ.",
+)
+def logs(dispatch_id: str, follow: bool, after_seq: int) -> None:
+    """Print a dispatch's output (stdout and stderr as the agent wrote them) and its status changes."""
+    with ApiClient.from_environment() as api:
+        page_events(api, dispatch_id, after_seq, display.print_event, follow=follow)
+
+
+@click.command()
+@click.argument("dispatch_id", metavar="ID")
+def cancel(dispatch_id: str) -> None:
+    """Cancel a queued or running dispatch (one that has ended stays as it is)."""
+    with ApiClient.from_environment() as api:
+        cancelled = api.cancel_dispatch(dispatch_id)
+    click.echo(f"{cancelled.id} {cancelled.status}")

@@ -1,0 +1,161 @@
+"""How the CLI shows things: results, tables and logs on stdout; progress, notes and agents' stderr on stderr.
+
+Text from the server or from agents is never read as Rich markup: a log line or a task may contain `[red]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import click
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from outpost.schemas.dispatches import DispatchRead, EventRead
+from outpost.schemas.keys import KeyRead
+
+# Off a terminal Rich would wrap at 80 columns and split ids across lines; pipes get whole rows instead.
+PIPE_WIDTH = 200
+TASK_PREVIEW_CHARS = 60
+
+
+def console(*, stderr: bool = False) -> Console:
+    plain = Console(stderr=stderr, highlight=False)
+    return plain if plain.is_terminal else Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+
+
+def show(renderable: RenderableType) -> None:
+    console().print(renderable)
+
+
+def note(message: str) -> None:
+    """One line for the person at the terminal (stderr), kept out of what scripts read from stdout."""
+    click.echo(message, err=True)
+
+
+def print_json(model: BaseModel) -> None:
+    click.echo(model.model_dump_json(indent=2))
+
+
+def when(moment: datetime | None) -> str:
+    """A timestamp in the local time zone, to the second; empty for None."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def duration(dispatch: DispatchRead) -> str:
+    """Run time: from start to finish, or to now while it runs; empty before it starts."""
+    if dispatch.started_at is None:
+        return ""
+    end = dispatch.finished_at or datetime.now(UTC)
+    return f"{(end - dispatch.started_at).total_seconds():.1f} s"
+
+
+def outcome(dispatch: DispatchRead) -> str:
+    """One line saying how a dispatch ended (or where it is), with the reason when it failed."""
+    line = f"dispatch {dispatch.id} {dispatch.status}"
+    if dispatch.failure is not None:
+        return f"{line}: {_failure(dispatch)}"
+    return line
+
+
+def _failure(dispatch: DispatchRead) -> str:
+    if dispatch.failure is None:
+        return ""
+    reason, detail = dispatch.failure.reason, dispatch.failure.detail
+    return f"{reason}: {detail}" if detail else str(reason)
+
+
+def _table(headers: Iterable[str], rows: Iterable[Sequence[str]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header in headers:
+        table.add_column(header, no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def dispatch_table(dispatches: Sequence[DispatchRead]) -> Table:
+    rows = [
+        (d.id, d.status, d.agent, when(d.created_at), duration(d), _exit(d), _preview(d.task))
+        for d in dispatches
+    ]
+    return _table(("ID", "STATUS", "AGENT", "CREATED", "RAN", "EXIT", "TASK"), rows)
+
+
+def key_table(keys: Sequence[KeyRead]) -> Table:
+    rows = [
+        (k.id, k.prefix, k.name, "yes" if k.admin else "", when(k.created_at), when(k.expires_at), _state(k))
+        for k in keys
+    ]
+    return _table(("ID", "PREFIX", "NAME", "ADMIN", "CREATED", "EXPIRES", "STATE"), rows)
+
+
+def dispatch_details(dispatch: DispatchRead) -> Table:
+    """Label/value lines of every field that has a value."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for label, value in _detail_rows(dispatch):
+        if value:
+            grid.add_row(Text(label), Text(value))
+    return grid
+
+
+def _detail_rows(d: DispatchRead) -> list[tuple[str, str]]:
+    usage = d.usage
+    return [
+        ("id", d.id), ("status", d.status), ("agent", d.agent), ("model", d.model or f"tier {d.tier}"),
+        ("attempt", str(d.attempt)), ("created", when(d.created_at)), ("started", when(d.started_at)),
+        ("finished", when(d.finished_at)), ("ran", duration(d)), ("exit code", _exit(d)),
+        ("failure", _failure(d)),
+        ("tokens", f"{usage.input_tokens} in, {usage.output_tokens} out" if usage.input_tokens else ""),
+        ("cost", f"${d.cost_usd:.4f}" if d.cost_usd else ""),
+        ("labels", ", ".join(f"{name}={value}" for name, value in d.labels.items())),
+        ("task", d.task), ("result", d.result or ""),
+    ]  # fmt: skip
+
+
+def _exit(dispatch: DispatchRead) -> str:
+    return "" if dispatch.exit_code is None else str(dispatch.exit_code)
+
+
+def _preview(task: str) -> str:
+    line = " ".join(task.split())
+    return line if len(line) <= TASK_PREVIEW_CHARS else f"{line[: TASK_PREVIEW_CHARS - 1]}…"
+
+
+def _state(key: KeyRead) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+        return "expired"
+    return "active"
+
+
+def print_event(event: EventRead) -> None:
+    """Log lines verbatim, each to the stream it came from; status changes and notices to stderr.
+
+    Kinds this CLI does not know are skipped, so newer servers can add kinds.
+    """
+    data = event.data
+    if event.kind == "log":
+        click.echo(str(data.get("line", "")), err=data.get("stream") == "stderr")
+    elif event.kind == "status":
+        note(f"-- {_status_text(data)}")
+    elif event.kind == "notice":
+        note(f"-- {data.get('message', '')}")
+
+
+def _status_text(data: dict[str, object]) -> str:
+    text = str(data.get("status", "?"))
+    if data.get("reason"):
+        text += f" ({data['reason']})"
+    if data.get("detail"):
+        text += f": {data['detail']}"
+    if data.get("note"):
+        text += f" [{data['note']}]"
+    return text

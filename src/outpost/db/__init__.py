@@ -1,0 +1,1 @@
+"""Persistence: engine, portable types, tables, repositories (flush, never commit), migrations."""

@@ -1,0 +1,1 @@
+"""Repositories: statements on a connection the caller's transaction owns. They never commit."""

@@ -1,0 +1,107 @@
+"""Table definitions (SQLAlchemy Core). The Alembic chain must produce exactly this schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from outpost.db.types import PortableJSON, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ULID_LEN = 26
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(ULID_LEN), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    # The tenant's caps (memory_mb, pids, cpu_cores, disk_mb, timeout_s) and its egress hosts; NULL: none.
+    Column("limits", PortableJSON, nullable=True),
+    Column("egress_allow", PortableJSON, nullable=True),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(ULID_LEN), primary_key=True),
+    Column("tenant_id", String(ULID_LEN), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("is_admin", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+dispatches = Table(
+    "dispatches",
+    metadata,
+    Column("id", String(ULID_LEN), primary_key=True),
+    Column("tenant_id", String(ULID_LEN), ForeignKey("tenants.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("agent", String(20), nullable=False),
+    Column("task", Text, nullable=False),
+    Column("tier", String(20), nullable=False),
+    Column("model", String(200), nullable=True),
+    Column("timeout_s", Integer, nullable=False),
+    Column("env", PortableJSON, nullable=False),
+    Column("labels", PortableJSON, nullable=False),
+    Column("max_cost_micro_usd", BigInteger, nullable=True),
+    Column("limits", PortableJSON, nullable=True),
+    Column("egress_allow", PortableJSON, nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("request_sha256", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("failure_reason", String(40), nullable=True),
+    Column("failure_detail", Text, nullable=True),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("cost_micro_usd", BigInteger, nullable=False),
+    UniqueConstraint("tenant_id", "idempotency_key"),
+    # Keyset pagination: newest first within a tenant, optionally filtered by status or agent.
+    Index(None, "tenant_id", "id"),
+    Index(None, "tenant_id", "status", "id"),
+    Index(None, "tenant_id", "agent", "id"),
+    # The worker's claim query and the restart reconciler.
+    Index(None, "status", "id"),
+)
+
+dispatch_events = Table(
+    "dispatch_events",
+    metadata,
+    Column("dispatch_id", String(ULID_LEN), ForeignKey("dispatches.id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("data", PortableJSON, nullable=False),
+)

@@ -1,0 +1,76 @@
+"""Outpost's error tree. Every error the project raises on purpose derives from `OutpostError`.
+
+    OutpostError
+    ├── InvalidInput            bad input that passed schema validation (422)
+    ├── AuthenticationFailed    missing, malformed, unknown, expired or revoked key (401)
+    ├── PermissionDenied        authenticated, but not allowed (403)
+    ├── NotFound                no such resource for this tenant (404)
+    ├── Conflict                the request clashes with current state (409)
+    │   └── StaleVersion        an optimistic-lock update lost the race
+    ├── PayloadTooLarge         request body over the limit (413)
+    ├── RateLimited             too many requests for this key (429)
+    ├── Unavailable             a dependency is down or not ready (503)
+    │   └── StoreUnavailable    the database cannot be reached
+    └── SandboxError            a sandbox could not start or be controlled
+
+Errors are mapped to HTTP in `outpost.api.problems` and to CLI exit codes in `outpost.cli.main`,
+each in one table. Messages say what went wrong and, where it helps, what to do.
+"""
+
+from __future__ import annotations
+
+
+class OutpostError(Exception):
+    """Root of every error Outpost raises on purpose."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(OutpostError):
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class AuthenticationFailed(OutpostError):
+    pass
+
+
+class PermissionDenied(OutpostError):
+    pass
+
+
+class NotFound(OutpostError):
+    pass
+
+
+class Conflict(OutpostError):
+    pass
+
+
+class StaleVersion(Conflict):
+    pass
+
+
+class PayloadTooLarge(OutpostError):
+    pass
+
+
+class RateLimited(OutpostError):
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(OutpostError):
+    pass
+
+
+class StoreUnavailable(Unavailable):
+    pass
+
+
+class SandboxError(OutpostError):
+    pass

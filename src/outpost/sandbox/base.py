@@ -1,0 +1,92 @@
+"""The sandbox seam. Every backend passes the contract suite in tests/contract/test_sandbox_contract.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+Stream = Literal["stdout", "stderr"]
+LimitName = Literal["oom", "pids", "disk_full"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedLimits:
+    """Limits a dispatch asked for; None keeps the backend's default. Backends without limits ignore it."""
+
+    memory_bytes: int | None = None
+    pids_max: int | None = None
+    cpu_cores: float | None = None
+    disk_bytes: int | None = None
+
+
+EventSink = Callable[[str, dict[str, object]], None]
+"""`(kind, data)`: something the sandbox observed about the run (e.g. an egress decision). Must not block."""
+
+
+def _ignore_events(kind: str, data: dict[str, object]) -> None:
+    """The default sink: the caller does not record sandbox events."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """One run of one command. `run_id` is unique per dispatch attempt. `egress_allow` adds hosts to the
+    server's egress allowlist for this run (backends without network ignore it)."""
+
+    run_id: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    egress_allow: tuple[str, ...] = ()
+    events: EventSink = field(default=_ignore_events)
+    limits: RequestedLimits = field(default_factory=RequestedLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    stream: Stream
+    text: str
+
+
+class SandboxRun(Protocol):
+    def output(self) -> AsyncIterator[OutputLine]:
+        """The run's output lines, stdout and stderr interleaved, until both streams close.
+
+        Lines are decoded as UTF-8 (bad bytes replaced), NUL characters replaced, and lines longer than
+        the backend's limit split.
+        """
+
+    async def wait(self) -> int:
+        """Wait for the run's main process; its exit code, or minus the signal that killed it."""
+
+    async def limit_exceeded(self) -> LimitName | None:
+        """After `wait()` and before `kill()`: which resource limit the run ran into, if any (a run that
+        hits its memory limit is killed by the kernel; one that hits its process limit cannot fork; one
+        that fills its workspace or scratch space gets ENOSPC)."""
+
+    async def kill(self) -> None:
+        """Kill every process of the run and return once they are gone. Idempotent; never raises."""
+
+
+class Sandbox(Protocol):
+    name: str
+    isolated: bool
+    """False for backends that do not confine the command (they say so in logs and /health/ready)."""
+
+    async def create_workspace(self, name: str, limits: RequestedLimits) -> Path:
+        """A new empty directory for a dispatch's workspace, capped at the disk limit where the backend
+        has one. The worker fills it (and reads it back) on the host; `start()` makes it the run's
+        working directory. Raises SandboxError."""
+
+    async def remove_workspace(self, workdir: Path) -> None:
+        """Delete a workspace made by `create_workspace`, after its runs are killed. Never raises."""
+
+    async def start(self, spec: SandboxSpec) -> SandboxRun:
+        """Start the command. Raises SandboxError when it cannot start (missing program, bad workdir)."""
+
+    async def reap_leftovers(self) -> int:
+        """Kill processes left behind by an earlier server of this data dir; how many there were."""
+
+    def problems(self) -> list[str]:
+        """What stops this backend from working here (empty when ready), each with how to fix it."""

@@ -1,0 +1,327 @@
+"""The `bwrap` backend: each run in bubblewrap namespaces, as its own unprivileged uid.
+
+The command sees a read-only `/usr`, a curated read-only `/etc`, fresh `/proc` and `/dev`, `/tmp`, home
+and `/dev/shm` on a capped scratch tmpfs, its workspace (a capped tmpfs) at `/workspace` as the only
+persistent writable path, no network but `lo`, and no environment but what the dispatch sets. Killing
+the sandbox's pid 1 makes the kernel kill every process in its pid namespace, so no process of a run
+outlives it. The flags follow the project's measured sandbox design, with the seccomp deny-list of
+`seccomp.py`, the cgroup limits of `cgroups.py`, the file system staged by `bwrap_fs.py`, and one way out:
+an HTTP proxy listener that the server opens inside the sandbox's network namespace and serves from the
+host (`egress_proxy.py`), which lets through only allowlisted names that resolve to public addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import stat
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from outpost.errors import InvalidInput, SandboxError
+from outpost.sandbox import bwrap_fs, cgroups, mounts
+from outpost.sandbox.base import LimitName, OutputLine, RequestedLimits, SandboxSpec
+from outpost.sandbox.bwrap_args import SANDBOX_PATH, as_user, bwrap_argv, host_path_of_program
+from outpost.sandbox.bwrap_fs import DEFAULT_DISK, DEFAULT_RUN_DIR, DiskLimits, JobPaths
+from outpost.sandbox.cgroups import JobCgroup, Limits
+from outpost.sandbox.child import Child
+from outpost.sandbox.egress_policy import compose_policy
+from outpost.sandbox.egress_proxy import EgressDecisionEvent, EgressListener, EgressProxy
+from outpost.sandbox.naming import instance_marker, workspaces_dir
+from outpost.sandbox.netns import listener_in_netns
+from outpost.sandbox.pipes import attach_pipe
+from outpost.sandbox.seccomp import filter_memfd
+from outpost.sandbox.streams import merged_lines
+from outpost.sandbox.uids import UidPool, pids_owned_by
+
+_SIGNAL_EXIT_BASE = 128
+log = logging.getLogger(__name__)
+
+
+class BwrapRun:
+    def __init__(
+        self,
+        parked: _Parked,
+        paths: JobPaths,
+        cgroup: JobCgroup,
+        egress: EgressListener,
+        on_gone: list[Callable[[], None]],
+        max_line_bytes: int,
+    ) -> None:
+        self._child = parked.child
+        self._sandbox_pid = parked.sandbox_pid
+        self._paths = paths
+        self._cgroup = cgroup
+        self._egress = egress
+        self._cleanups = on_gone
+        self._max_line_bytes = max_line_bytes
+
+    def output(self) -> AsyncIterator[OutputLine]:
+        return merged_lines(self._child.stdout, self._child.stderr, self._max_line_bytes)
+
+    async def wait(self) -> int:
+        # bwrap reports a command killed by signal N as 128 + N, as shells do; the contract says -N.
+        code = await self._child.wait()
+        return _SIGNAL_EXIT_BASE - code if code > _SIGNAL_EXIT_BASE else code
+
+    async def limit_exceeded(self) -> LimitName | None:
+        try:
+            usage = await asyncio.to_thread(self._cgroup.usage)
+        except SandboxError:
+            return None  # already killed and removed
+        if usage.oom_kills:
+            return "oom"
+        if usage.pids_limit_hits:
+            return "pids"
+        return "disk_full" if await asyncio.to_thread(self._paths.is_full) else None
+
+    async def kill(self) -> None:
+        if self._cleanups:
+            # Freeze-kill-thaw everything but the outer bwrap (a fork bomb cannot outrun it); the outer
+            # bwrap then exits and is reaped here, so no zombie is left for the host's init.
+            await asyncio.to_thread(self._cgroup.kill, (self._child.pid,))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._sandbox_pid, signal.SIGKILL)
+        await self._child.wait()
+        self._child.close_pipes()
+        await self._egress.close()  # releases the network namespace the listener lives in
+        # Once every process is gone: cgroup, staged files and uid are free (in a thread: a cgroup that
+        # is still busy for a moment is retried with short sleeps).
+        cleanups, self._cleanups = self._cleanups, []
+        await asyncio.to_thread(_run_all, cleanups)
+
+
+class BwrapSandbox:
+    name = "bwrap"
+    isolated = True
+
+    def __init__(
+        self,
+        data_dir: Path,
+        max_line_bytes: int,
+        uid_first: int,
+        uid_count: int,
+        limits: Limits,
+        egress_allow: tuple[str, ...] = (),
+        *,
+        disk: DiskLimits = DEFAULT_DISK,
+        run_dir: Path = DEFAULT_RUN_DIR,
+    ) -> None:
+        """`egress_allow`: hosts every run may reach through the egress proxy. `disk`: the default size
+        of a workspace. `run_dir`: where runs are staged for bwrap (see bwrap_fs). Raises InvalidInput for
+        a malformed egress entry."""
+        self._egress_allow = egress_allow
+        compose_policy(egress_allow)  # refuse a bad global list at once, not at the first run
+        self._proxy = EgressProxy()
+        marker = instance_marker(data_dir)
+        self._workspaces_dir = workspaces_dir(data_dir)
+        self._staging_dir = run_dir / marker
+        self._cgroup_root = f"outpost-{marker}"
+        self._max_line_bytes = max_line_bytes
+        self._uids = UidPool(uid_first, uid_count)
+        self._limits = limits
+        self._disk = disk
+        self._staging_lock = threading.Lock()
+
+    async def create_workspace(self, name: str, limits: RequestedLimits) -> Path:
+        workdir = self._workspaces_dir / name
+        size = limits.disk_bytes or self._disk.size_bytes
+        try:
+            await asyncio.to_thread(bwrap_fs.create_workspace, workdir, size, self._disk.inodes)
+        except OSError as exc:
+            raise SandboxError(f"cannot create the workspace: {exc}") from exc
+        return workdir
+
+    async def remove_workspace(self, workdir: Path) -> None:
+        try:
+            await asyncio.to_thread(bwrap_fs.remove_workspace, workdir)
+        except SandboxError:
+            log.exception("workspace %s left behind; the next start's janitor removes it", workdir)
+
+    async def start(self, spec: SandboxSpec) -> BwrapRun:
+        if host_path_of_program(spec.argv[0], spec.workdir) is None:
+            raise SandboxError(f"cannot start {spec.argv[0]!r}: no such program in the sandbox")
+        uid = self._uids.acquire()
+        paths = JobPaths(self._staging_dir / spec.run_id)
+        cleanups: list[Callable[[], None]] = [
+            lambda: self._uids.release(uid),
+            lambda: self._unstage(paths),
+        ]
+        try:
+            await asyncio.to_thread(self._stage, paths, spec.workdir, uid)
+            parked = await _launch(spec, paths, uid)
+        except (OSError, ValueError, SandboxError) as exc:
+            _run_all(cleanups)
+            raise SandboxError(f"cannot start the sandbox: {exc}") from exc
+        try:
+            cgroup = await asyncio.to_thread(self._confine, spec.run_id, parked, spec.limits)
+        except SandboxError:
+            await parked.abandon()
+            _run_all(cleanups)
+            raise
+        cleanups.append(cgroup.remove)
+        try:
+            egress = await self._open_egress(spec, parked)
+        except (OSError, InvalidInput) as exc:
+            await parked.abandon()
+            _run_all(cleanups)
+            raise SandboxError(f"cannot open the sandbox's egress proxy: {exc}") from exc
+        parked.release()
+        return BwrapRun(parked, paths, cgroup, egress, cleanups, self._max_line_bytes)
+
+    def _stage(self, paths: JobPaths, workdir: Path, uid: int) -> None:
+        with self._staging_lock:  # the last run's _unstage() may be removing the staging dir
+            bwrap_fs.searchable_dir(self._staging_dir)
+            bwrap_fs.stage(paths, workdir, uid)
+
+    def _unstage(self, paths: JobPaths) -> None:
+        bwrap_fs.remove(paths)
+        with self._staging_lock, contextlib.suppress(OSError):
+            self._staging_dir.rmdir()  # when no other run is staged: leave nothing in the run dir
+
+    async def _open_egress(self, spec: SandboxSpec, parked: _Parked) -> EgressListener:
+        """The proxy listener inside the sandbox's network namespace: the run's only way out."""
+        policy = compose_policy(self._egress_allow, spec.egress_allow)
+        listener = await asyncio.to_thread(listener_in_netns, parked.sandbox_pid)
+
+        def record(decision: EgressDecisionEvent) -> None:
+            data = {"host": decision.host, "port": decision.port, "method": decision.method}
+            spec.events("egress", {**data, "allowed": decision.allowed, "reason": decision.reason})
+
+        return await self._proxy.serve(listener, spec.run_id, policy, record)
+
+    def _limits_for(self, requested: RequestedLimits) -> Limits:
+        """The server's limits, with those the dispatch asked for (already checked against them)."""
+        default = self._limits
+        return Limits(
+            memory_bytes=requested.memory_bytes or default.memory_bytes,
+            pids_max=requested.pids_max or default.pids_max,
+            cpu_cores=requested.cpu_cores or default.cpu_cores,
+        )
+
+    def _confine(self, job: str, parked: _Parked, requested: RequestedLimits) -> JobCgroup:
+        """The job's cgroup, holding bwrap and the sandbox's pid 1 before the command starts."""
+        cgroup = JobCgroup.create(self._cgroup_root, job, self._limits_for(requested))
+        try:
+            cgroup.add(parked.child.pid)
+            cgroup.add(parked.sandbox_pid)
+        except SandboxError:
+            with contextlib.suppress(SandboxError):  # the error to report is the one above
+                cgroup.kill()  # whatever was moved in already
+                cgroup.remove()
+            raise
+        return cgroup
+
+    async def reap_leftovers(self) -> int:
+        """Kill what an earlier server of this data dir left: its uids' processes, job cgroups, staged
+        runs and workspace mounts."""
+        pids = pids_owned_by(self._uids)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(cgroups.reap_stale, self._cgroup_root)
+        for leftovers in (self._staging_dir, self._workspaces_dir):
+            await asyncio.to_thread(mounts.unmount_all_under, leftovers)
+            await asyncio.to_thread(shutil.rmtree, leftovers, True)
+        return len(pids)
+
+    def problems(self) -> list[str]:
+        found = cgroups.problems()
+        if shutil.which("bwrap") is None:
+            found.append("bubblewrap is not installed: run scripts/bootstrap (apt-get install bubblewrap)")
+        if shutil.which("setpriv") is None:
+            found.append("setpriv is not installed: run scripts/bootstrap (apt-get install util-linux)")
+        if os.geteuid() != 0:
+            found.append("the bwrap backend runs each dispatch as its own uid, which needs root")
+        if _max_user_namespaces() == 0:
+            found.append("user namespaces are disabled: set the sysctl user.max_user_namespaces above 0")
+        blocked = unsearchable_ancestor(self._staging_dir)
+        if blocked is not None:
+            found.append(
+                f"sandbox uids cannot reach the run dir: {blocked} is not searchable by others "
+                "(chmod o+x it, or set OUTPOST_SANDBOX__RUN_DIR elsewhere)"
+            )
+        return found
+
+
+def _run_all(cleanups: list[Callable[[], None]]) -> None:
+    """Run cleanups, last added first; one that fails is logged and the others still run (what it
+    leaves is the next start's janitor's)."""
+    for cleanup in reversed(cleanups):
+        try:
+            cleanup()
+        except (SandboxError, OSError):
+            log.exception("sandbox cleanup failed; the janitor removes what is left at the next start")
+
+
+@dataclass
+class _Parked:
+    """A bwrap whose namespaces exist and whose command waits for `release()`."""
+
+    child: Child
+    sandbox_pid: int
+    release_fd: int
+
+    def release(self) -> None:
+        os.write(self.release_fd, b"\n")
+        os.close(self.release_fd)
+
+    async def abandon(self) -> None:
+        os.close(self.release_fd)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.sandbox_pid, signal.SIGKILL)
+        await self.child.wait()
+
+
+async def _launch(spec: SandboxSpec, paths: JobPaths, uid: int) -> _Parked:
+    """Start bwrap as `uid` and wait until its namespaces exist; the command has not started yet."""
+    info_read, info_write = os.pipe()
+    block_read, block_write = os.pipe()
+    seccomp_fd = filter_memfd()  # bwrap reads it to the end: a fresh one for every launch
+    try:
+        argv = bwrap_argv(spec, paths, info_fd=info_write, block_fd=block_read, seccomp_fd=seccomp_fd)
+        child = await Child.spawn(
+            as_user(uid, argv), cwd=Path("/"), env={"PATH": SANDBOX_PATH}, new_session=True,
+            pass_fds=[info_write, block_read, seccomp_fd],
+        )  # fmt: skip
+    except BaseException:
+        os.close(block_write)
+        os.close(info_read)
+        raise
+    finally:
+        for fd in (info_write, block_read, seccomp_fd):
+            os.close(fd)
+    info_reader, _ = attach_pipe(os.fdopen(info_read, "rb"))
+    info = await info_reader.read()
+    if not info:
+        os.close(block_write)
+        code = await child.wait()
+        detail = (await child.stderr.read()).decode(errors="replace").strip()
+        raise OSError(f"bwrap exited with status {code} before the command started: {detail}")
+    return _Parked(child, int(json.loads(info)["child-pid"]), block_write)
+
+
+def unsearchable_ancestor(path: Path) -> Path | None:
+    """The first existing ancestor of `path` that other users cannot search (bwrap runs as the job's uid
+    and must reach its bind sources), or None."""
+    for ancestor in reversed(path.resolve().parents):
+        try:
+            if not ancestor.stat().st_mode & stat.S_IXOTH:
+                return ancestor
+        except FileNotFoundError:
+            return None
+    return None
+
+
+def _max_user_namespaces() -> int:
+    try:
+        return int(Path("/proc/sys/user/max_user_namespaces").read_text())
+    except (OSError, ValueError):
+        return 0

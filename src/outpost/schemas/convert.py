@@ -1,0 +1,51 @@
+"""Rows → public shapes."""
+
+from __future__ import annotations
+
+from outpost.db.repositories.dispatches import DispatchRow
+from outpost.db.repositories.events import EventRow
+from outpost.db.repositories.tenants import ApiKeyRow, TenantRow
+from outpost.domain.dispatch import AgentName, DispatchStatus, FailureReason, Tier
+from outpost.schemas.dispatches import DispatchLimits, DispatchRead, EventRead, Failure, Usage
+from outpost.schemas.keys import KeyRead
+from outpost.schemas.tenants import TenantLimits, TenantPolicyRead
+
+
+def dispatch_read(row: DispatchRow) -> DispatchRead:
+    failure = None
+    if row.failure_reason is not None:
+        failure = Failure(reason=FailureReason(row.failure_reason), detail=row.failure_detail)
+    return DispatchRead(
+        id=row.id, status=DispatchStatus(row.status), agent=AgentName(row.agent), task=row.task,
+        model=row.model, tier=Tier(row.tier), attempt=row.attempt, timeout_s=row.timeout_s,
+        labels=row.labels, created_at=row.created_at, started_at=row.started_at,
+        finished_at=row.finished_at, exit_code=row.exit_code, result=row.result, failure=failure,
+        usage=Usage(
+            input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+            cache_read_tokens=row.cache_read_tokens, cache_write_tokens=row.cache_write_tokens,
+        ),
+        cost_usd=row.cost_micro_usd / 1_000_000,
+        max_cost_usd=None if row.max_cost_micro_usd is None else row.max_cost_micro_usd / 1_000_000,
+        limits=DispatchLimits.model_validate(row.limits) if row.limits else None,
+        egress_allow=row.egress_allow or [],
+        artifacts=[],
+    )  # fmt: skip
+
+
+def event_read(row: EventRow) -> EventRead:
+    return EventRead(seq=row.seq, created_at=row.created_at, kind=row.kind, data=row.data)
+
+
+def key_read(row: ApiKeyRow) -> KeyRead:
+    return KeyRead(
+        id=row.id, tenant_id=row.tenant_id, prefix=f"op_{row.prefix}", name=row.name, admin=row.is_admin,
+        created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
+    )  # fmt: skip
+
+
+def tenant_policy_read(row: TenantRow) -> TenantPolicyRead:
+    return TenantPolicyRead(
+        id=row.id, name=row.name, created_at=row.created_at,
+        limits=TenantLimits.model_validate(row.limits) if row.limits else None,
+        egress_allow=row.egress_allow or [],
+    )  # fmt: skip

@@ -1,0 +1,57 @@
+"""A tenant's policy: caps on its dispatches' limits, and hosts added to its runs' egress allowlist."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from outpost.schemas.dispatches import MAX_EGRESS_ENTRIES, DispatchLimits, EgressEntry
+from outpost.schemas.keys import TenantRead
+
+# The dispatch's `timeout_s` column is a 32-bit integer, and a tenant's cap can become a dispatch's timeout.
+MAX_TIMEOUT_CAP_S = 2**31 - 1
+
+
+class TenantLimits(DispatchLimits):
+    """Caps on a tenant's dispatches, with the same bounds as a dispatch's own `limits`, plus `timeout_s`.
+
+    A cap lowers the server's limit for this tenant and never raises it: one above the server's is stored
+    but the server's still applies (the server's limits are settings, and may be raised later).
+    """
+
+    timeout_s: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_CAP_S)] | None = None
+
+
+class TenantPolicyUpdate(BaseModel):
+    """`PATCH /v1/tenants/{id}`: a merge patch (RFC 7396). A field left out is left alone and `null`
+    clears it. In `limits`, each cap given is set and each given as `null` removed, the others kept;
+    `egress_allow` replaces the whole list."""
+
+    model_config = ConfigDict(extra="forbid")
+    limits: TenantLimits | None = None
+    egress_allow: Annotated[list[EgressEntry], Field(max_length=MAX_EGRESS_ENTRIES)] | None = None
+
+    def merged_limits(self, current: dict[str, float] | None) -> dict[str, float] | None:
+        """The caps after this update; None when none is left."""
+        if "limits" not in self.model_fields_set:
+            return current
+        if self.limits is None:
+            return None
+        merged = {**(current or {}), **self.limits.model_dump(exclude_unset=True)}
+        kept = {name: value for name, value in merged.items() if value is not None}
+        return kept or None
+
+    def merged_egress_allow(self, current: list[str] | None) -> list[str] | None:
+        """The egress hosts after this update; None when none is left."""
+        if "egress_allow" not in self.model_fields_set:
+            return current
+        return self.egress_allow or None
+
+
+class TenantPolicyRead(TenantRead):
+    """A tenant with its policy: `limits` as stored (each cap applies only where it is below the
+    server's), and the hosts its runs may reach besides the server's and each dispatch's own."""
+
+    limits: TenantLimits | None
+    egress_allow: list[str]

@@ -1,0 +1,209 @@
+"""Dispatch use cases for API clients: submit, read, list, cancel, and page through events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from outpost.agents.catalog import default_catalog, resolve_model
+from outpost.agents.registry import AgentRegistry
+from outpost.db.repositories import dispatches as repo
+from outpost.db.repositories import events as event_repo
+from outpost.db.repositories import tenants as tenant_repo
+from outpost.db.repositories.dispatches import DispatchRow
+from outpost.db.repositories.events import EventRow
+from outpost.db.store import Store
+from outpost.db.types import utc_now
+from outpost.domain.dispatch import DispatchStatus, Tier
+from outpost.domain.ids import is_ulid, new_ulid
+from outpost.domain.limits import EffectiveLimits, ServerLimits, resolve_limits
+from outpost.errors import Conflict, InvalidInput, NotFound
+from outpost.schemas.dispatches import DispatchCreate
+from outpost.services.keys import Principal
+from outpost.services.lifecycle import transition
+from outpost.settings import LimitSettings, SandboxSettings
+from outpost.worker.queue.base import DispatchQueue
+
+MAX_PAGE = 200
+_CANCEL_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    dispatch: DispatchRow
+    created: bool
+
+
+class DispatchService:
+    def __init__(
+        self,
+        store: Store,
+        queue: DispatchQueue,
+        agents: AgentRegistry,
+        limits: LimitSettings,
+        abort_grace_s: float,
+        sandbox: SandboxSettings,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._agents = agents
+        self._limits = limits
+        self._abort_grace_s = abort_grace_s
+        self._server_limits = ServerLimits(
+            sandbox={
+                "memory_mb": sandbox.memory_mb,
+                "pids": sandbox.pids_max,
+                "cpu_cores": sandbox.cpu_cores,
+                "disk_mb": sandbox.disk_mb,
+            },
+            max_timeout_s=limits.max_timeout_s,
+            default_timeout_s=limits.default_timeout_s,
+        )
+
+    async def submit(
+        self, caller: Principal, request: DispatchCreate, idempotency_key: str | None
+    ) -> Submitted:
+        """Store a queued dispatch and queue it, in one transaction.
+
+        With an idempotency key, a repeat of the same request returns the first dispatch; a different
+        request under a used key raises Conflict. Raises InvalidInput for requests over the server's
+        limits or the tenant's caps. The limits the dispatch runs with (the tenant's caps fill in what the
+        request leaves out) are stored with it, so the run uses them and reads show them.
+        """
+        effective = await self._check_request(caller, request)
+        request_sha256 = _request_digest(request)
+        row = self._new_row(caller, request, effective, idempotency_key, request_sha256)
+        try:
+            async with self._store.write() as conn:
+                if idempotency_key is not None:
+                    earlier = await repo.get_by_idempotency_key(conn, caller.tenant_id, idempotency_key)
+                    if earlier is not None:
+                        return Submitted(_replayed(earlier, request_sha256), created=False)
+                await repo.insert_dispatch(conn, row)
+                queued = EventRow(row.id, 1, row.created_at, "status", {"status": "queued", "attempt": 0})
+                await event_repo.insert_events(conn, [queued])
+                await self._queue.enqueue(conn, row.id)
+        except IntegrityError:
+            # Two requests with the same new idempotency key raced; the other one committed first.
+            if idempotency_key is None:
+                raise
+            async with self._store.read() as conn:
+                earlier = await repo.get_by_idempotency_key(conn, caller.tenant_id, idempotency_key)
+            if earlier is None:
+                raise
+            return Submitted(_replayed(earlier, request_sha256), created=False)
+        self._queue.wake()
+        return Submitted(row, created=True)
+
+    async def get(self, caller: Principal, dispatch_id: str) -> DispatchRow:
+        """Raises NotFound for unknown ids and for other tenants' dispatches alike."""
+        async with self._store.read() as conn:
+            row = (
+                await repo.get_dispatch(conn, dispatch_id, caller.tenant_id) if is_ulid(dispatch_id) else None
+            )
+        if row is None:
+            raise NotFound(f"no dispatch {dispatch_id!r}")
+        return row
+
+    async def list_page(
+        self, caller: Principal, *, limit: int, cursor: str | None, status: str | None, agent: str | None
+    ) -> tuple[list[DispatchRow], str | None]:
+        """A page, newest first, and the cursor of the next page (None on the last page)."""
+        if cursor is not None and not is_ulid(cursor):
+            raise InvalidInput("cursor is not one this server issued", field="cursor")
+        async with self._store.read() as conn:
+            rows = await repo.list_page(
+                conn, caller.tenant_id, limit=limit + 1, before_id=cursor, status=status, agent=agent
+            )
+        next_cursor = rows[limit - 1].id if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    async def cancel(self, caller: Principal, dispatch_id: str) -> DispatchRow:
+        """Cancel a queued or running dispatch; a dispatch that has ended is returned unchanged.
+
+        A running dispatch is stopped by its worker, which records its last output and then the
+        `cancelled` event; if the worker does not answer within the grace time, the dispatch is marked
+        cancelled here.
+        """
+        row = await self.get(caller, dispatch_id)
+        if DispatchStatus(row.status).is_active and await self._queue.request_abort(row.id):
+            await self._queue.wait_stopped(row.id, self._abort_grace_s)
+        for _ in range(_CANCEL_RETRIES):
+            async with self._store.write() as conn:
+                current = await repo.get_dispatch(conn, row.id)
+                if current is None or DispatchStatus(current.status).is_terminal:
+                    return current or row
+                updated = await transition(conn, current, DispatchStatus.CANCELLED)
+            if updated is not None:
+                await self._queue.request_abort(row.id)
+                return updated
+        raise Conflict(f"dispatch {dispatch_id} kept changing while it was being cancelled; try again")
+
+    async def events(self, caller: Principal, dispatch_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        await self.get(caller, dispatch_id)
+        async with self._store.read() as conn:
+            return await event_repo.list_events(conn, dispatch_id, after_seq, limit)
+
+    async def _check_request(self, caller: Principal, request: DispatchCreate) -> EffectiveLimits:
+        """The limits the dispatch runs with. Raises InvalidInput for the first field the server or the
+        tenant does not accept."""
+        if len(request.task) > self._limits.max_task_chars:
+            raise InvalidInput(f"task is longer than {self._limits.max_task_chars} characters", field="task")
+        effective = resolve_limits(
+            self._server_limits,
+            await self._tenant_caps(caller.tenant_id),
+            request.limits.model_dump(exclude_none=True) if request.limits else {},
+            request.timeout_s,
+        )
+        if request.repo is not None:
+            raise InvalidInput("git workspaces are not supported by this server yet", field="repo")
+        if request.workspace.mode != "ephemeral":
+            raise InvalidInput(
+                "persistent workspaces are not supported by this server yet", field="workspace"
+            )
+        self._agents.check_available(request.agent)
+        resolve_model(default_catalog(), request.agent, request.tier, request.model)
+        return effective
+
+    async def _tenant_caps(self, tenant_id: str) -> dict[str, float]:
+        """Read on every submit, not cached, so that an admin's change applies to the next dispatch."""
+        async with self._store.read() as conn:
+            tenant = await tenant_repo.get_tenant(conn, tenant_id)
+        return (tenant.limits if tenant else None) or {}
+
+    def _new_row(
+        self,
+        caller: Principal,
+        request: DispatchCreate,
+        effective: EffectiveLimits,
+        idempotency_key: str | None,
+        request_sha256: str,
+    ) -> DispatchRow:
+        max_cost = request.max_cost_usd
+        return DispatchRow(
+            id=new_ulid(), tenant_id=caller.tenant_id, status=DispatchStatus.QUEUED, version=1, attempt=0,
+            event_seq=1, agent=request.agent, task=request.task, tier=request.tier or Tier.BALANCED,
+            model=request.model, timeout_s=effective.timeout_s,
+            env=request.env, labels=request.labels,
+            max_cost_micro_usd=round(max_cost * 1_000_000) if max_cost is not None else None,
+            limits=effective.sandbox or None,
+            egress_allow=request.egress_allow or None,
+            idempotency_key=idempotency_key, request_sha256=request_sha256, created_at=utc_now(),
+            started_at=None, finished_at=None, exit_code=None, result=None, failure_reason=None,
+            failure_detail=None, input_tokens=0, output_tokens=0, cache_read_tokens=0,
+            cache_write_tokens=0, cost_micro_usd=0,
+        )  # fmt: skip
+
+
+def _request_digest(request: DispatchCreate) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replayed(earlier: DispatchRow, request_sha256: str) -> DispatchRow:
+    if earlier.request_sha256 != request_sha256:
+        raise Conflict("this Idempotency-Key was already used with a different request body")
+    return earlier

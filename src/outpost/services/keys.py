@@ -1,0 +1,185 @@
+"""Tenants, API keys and request authentication.
+
+A key reads `op_<prefix>_<secret>`: the prefix (12 random characters) identifies the key in listings and
+logs; the secret (256 random bits) is stored only as its SHA-256 digest. A slow password hash is not
+needed: the secret is random and long, so the digest cannot be searched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+
+from outpost.db.repositories import tenants as repo
+from outpost.db.repositories.tenants import ApiKeyRow, TenantRow
+from outpost.db.store import Store
+from outpost.db.types import utc_now
+from outpost.domain.ids import new_ulid
+from outpost.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
+from outpost.schemas.keys import KeyCreate
+from outpost.schemas.tenants import TenantPolicyUpdate
+
+KEY_SCHEME = "op"
+_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
+_PREFIX_LEN = 12
+_CACHE_MAX_ENTRIES = 10_000
+INVALID_KEY = "missing or invalid API key: send 'Authorization: Bearer <key>' with a valid, unrevoked key"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's tenant and whether the key is an admin key."""
+
+    tenant_id: str
+    key_id: str
+    is_admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    row: ApiKeyRow
+    token: str
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split_token(token: str) -> tuple[str, str] | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_SCHEME or len(parts[1]) != _PREFIX_LEN or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+class KeyService:
+    def __init__(self, store: Store, cache_ttl_s: float) -> None:
+        self._store = store
+        self._cache_ttl_s = cache_ttl_s
+        # token digest → (principal, key expiry, cached at): spares a database read on every request.
+        self._cache: dict[str, tuple[Principal, datetime | None, float]] = {}
+
+    async def create_tenant(self, name: str, *, admin: bool) -> tuple[TenantRow, IssuedKey]:
+        """Create a tenant and its first key. Raises Conflict when the name is taken."""
+        tenant = TenantRow(id=new_ulid(), name=name, created_at=utc_now())
+        issued = self._new_key(tenant.id, "initial", is_admin=admin, expires_at=None)
+        try:
+            async with self._store.write() as conn:
+                await repo.insert_tenant(conn, tenant)
+                await repo.insert_key(conn, issued.row)
+        except IntegrityError as exc:
+            raise Conflict(f"a tenant named {name!r} already exists") from exc
+        return tenant, issued
+
+    async def get_tenant(self, tenant_id: str) -> TenantRow:
+        """A tenant with its policy. Raises NotFound. Callers check that the caller is an admin."""
+        async with self._store.read() as conn:
+            row = await repo.get_tenant(conn, tenant_id)
+        if row is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        return row
+
+    async def get_tenant_named(self, name: str) -> TenantRow:
+        """Raises NotFound. For the offline CLI, which names tenants as `tenants create` did."""
+        async with self._store.read() as conn:
+            row = await repo.get_tenant_by_name(conn, name)
+        if row is None:
+            raise NotFound(f"no tenant named {name!r}; `outpost tenants create {name}` makes one")
+        return row
+
+    async def update_tenant_policy(self, tenant_id: str, update: TenantPolicyUpdate) -> TenantRow:
+        """Apply a policy update; queued dispatches see new egress hosts when they start, new caps apply
+        to dispatches submitted from now on. Raises NotFound. Callers check that the caller is an admin."""
+        async with self._store.write() as conn:
+            row = await repo.get_tenant(conn, tenant_id)
+            if row is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            row = replace(
+                row,
+                limits=update.merged_limits(row.limits),
+                egress_allow=update.merged_egress_allow(row.egress_allow),
+            )
+            await repo.update_tenant_policy(conn, row.id, row.limits, row.egress_allow)
+        return row
+
+    async def create_key(self, caller: Principal, request: KeyCreate) -> IssuedKey:
+        """Raises PermissionDenied for admin-only options from a tenant key; NotFound for unknown tenants."""
+        if (request.admin or request.tenant_id) and not caller.is_admin:
+            raise PermissionDenied("only an admin key can create admin keys or keys of another tenant")
+        tenant_id = request.tenant_id or caller.tenant_id
+        expires_at = utc_now() + timedelta(seconds=request.expires_in_s) if request.expires_in_s else None
+        issued = self._new_key(tenant_id, request.name, is_admin=request.admin, expires_at=expires_at)
+        async with self._store.write() as conn:
+            if await repo.get_tenant(conn, tenant_id) is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            await repo.insert_key(conn, issued.row)
+        return issued
+
+    async def list_keys(self, caller: Principal) -> list[ApiKeyRow]:
+        async with self._store.read() as conn:
+            return await repo.list_keys(conn, caller.tenant_id)
+
+    async def revoke_key(self, caller: Principal, key_id: str) -> ApiKeyRow:
+        """Revoke one of the caller's tenant's keys (idempotent). Raises NotFound for any other id."""
+        async with self._store.write() as conn:
+            row = await repo.get_key(conn, caller.tenant_id, key_id)
+            if row is None:
+                raise NotFound(f"no key {key_id!r}")
+            if row.revoked_at is None:
+                row = replace(row, revoked_at=utc_now())
+                await repo.revoke_key(conn, key_id, row.revoked_at)
+        self._cache = {digest: entry for digest, entry in self._cache.items() if entry[0].key_id != key_id}
+        return row
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal of a valid key. Raises AuthenticationFailed, with one message whatever was wrong."""
+        digest = _digest(token)
+        cached = self._cache.get(digest)
+        now = time.monotonic()
+        if cached and now - cached[2] < self._cache_ttl_s and not _expired(cached[1]):
+            return cached[0]
+        principal, expires_at = await self._verify(token)
+        if len(self._cache) >= _CACHE_MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[digest] = (principal, expires_at, now)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, datetime | None]:
+        parts = _split_token(token)
+        if parts is None:
+            raise AuthenticationFailed(INVALID_KEY)
+        async with self._store.read() as conn:
+            row = await repo.find_key_by_prefix(conn, parts[0])
+        if row is None or not hmac.compare_digest(row.secret_sha256, _digest(parts[1])):
+            raise AuthenticationFailed(INVALID_KEY)
+        if row.revoked_at is not None or _expired(row.expires_at):
+            raise AuthenticationFailed(INVALID_KEY)
+        return Principal(tenant_id=row.tenant_id, key_id=row.id, is_admin=row.is_admin), row.expires_at
+
+    @staticmethod
+    def _new_key(tenant_id: str, name: str, *, is_admin: bool, expires_at: datetime | None) -> IssuedKey:
+        prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LEN))
+        secret = secrets.token_urlsafe(32)
+        row = ApiKeyRow(
+            id=new_ulid(),
+            tenant_id=tenant_id,
+            prefix=prefix,
+            secret_sha256=_digest(secret),
+            name=name,
+            is_admin=is_admin,
+            created_at=utc_now(),
+            expires_at=expires_at,
+            revoked_at=None,
+        )
+        return IssuedKey(row=row, token=f"{KEY_SCHEME}_{prefix}_{secret}")
+
+
+def _expired(expires_at: datetime | None) -> bool:
+    return expires_at is not None and expires_at <= utc_now()

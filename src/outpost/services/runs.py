@@ -1,0 +1,112 @@
+"""Dispatch use cases for workers: claim queued work, record a run's progress and output, settle it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from outpost.db.repositories import dispatches as repo
+from outpost.db.repositories import events as event_repo
+from outpost.db.repositories import tenants as tenant_repo
+from outpost.db.repositories.dispatches import DispatchRow
+from outpost.db.repositories.events import EventRow
+from outpost.db.store import Store
+from outpost.db.types import utc_now
+from outpost.domain.dispatch import ACTIVE_STATUSES, DispatchStatus, FailureReason
+from outpost.services.lifecycle import transition
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended, as the worker saw it."""
+
+    status: DispatchStatus
+    exit_code: int | None = None
+    result: str | None = None
+    reason: FailureReason | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    kind: str
+    data: dict[str, object]
+
+
+class RunService:
+    def __init__(self, store: Store, max_attempts: int) -> None:
+        self._store = store
+        self._max_attempts = max_attempts
+
+    async def claim(self, limit: int) -> list[DispatchRow]:
+        """Move up to `limit` of the oldest queued dispatches to `provisioning`, starting a new attempt."""
+        # A read first: on SQLite it is far cheaper than taking the write lock to find nothing.
+        async with self._store.read() as conn:
+            if not await repo.any_queued(conn):
+                return []
+        async with self._store.write() as conn:
+            claimed = []
+            for row in await repo.select_queued(conn, self._store.dialect, limit):
+                updated = await transition(conn, row, DispatchStatus.PROVISIONING, attempt=row.attempt + 1)
+                if updated is not None:
+                    claimed.append(updated)
+            return claimed
+
+    async def mark_running(self, row: DispatchRow) -> DispatchRow | None:
+        """`provisioning` → `running`; None when the dispatch changed meanwhile (it was cancelled)."""
+        async with self._store.write() as conn:
+            return await transition(conn, row, DispatchStatus.RUNNING, started_at=utc_now())
+
+    async def tenant_egress_allow(self, tenant_id: str) -> tuple[str, ...]:
+        """The hosts a tenant's runs may reach besides the server's and the dispatch's own. Read as each
+        run starts, so that an admin's change applies to dispatches already queued."""
+        async with self._store.read() as conn:
+            tenant = await tenant_repo.get_tenant(conn, tenant_id)
+        return tuple((tenant.egress_allow if tenant else None) or ())
+
+    async def record(self, dispatch_id: str, events: Sequence[NewEvent]) -> bool:
+        """Append events; False (and nothing written) once the dispatch has ended."""
+        if not events:
+            return True
+        async with self._store.write() as conn:
+            last = await event_repo.reserve_seqs(conn, dispatch_id, len(events))
+            if last is None:
+                return False
+            now = utc_now()
+            first = last - len(events) + 1
+            rows = [EventRow(dispatch_id, first + i, now, e.kind, e.data) for i, e in enumerate(events)]
+            await event_repo.insert_events(conn, rows)
+            return True
+
+    async def finish(self, dispatch_id: str, outcome: Outcome) -> DispatchRow | None:
+        """Record the terminal state, unless the dispatch already has one (a cancel won the race)."""
+        async with self._store.write() as conn:
+            current = await repo.get_dispatch(conn, dispatch_id)
+            if current is None or DispatchStatus(current.status).is_terminal:
+                return current
+            # Inside one write transaction nobody else can change the row, so this cannot lose a race.
+            return await transition(
+                conn, current, outcome.status, reason=outcome.reason, detail=outcome.detail,
+                exit_code=outcome.exit_code, result=outcome.result,
+            )  # fmt: skip
+
+    async def reconcile_lost(self) -> tuple[int, int]:
+        """After a crash: queue again, or fail with `worker_lost`, every dispatch a worker held.
+
+        Call only when no worker of this store can still be running (the embedded server holds the data
+        dir lock). Returns (queued again, failed).
+        """
+        queued_again = failed = 0
+        async with self._store.write() as conn:
+            for row in await repo.list_by_status(conn, ACTIVE_STATUSES):
+                if row.attempt < self._max_attempts:
+                    note = f"worker lost during attempt {row.attempt}; queued again"
+                    await transition(conn, row, DispatchStatus.QUEUED, note=note)
+                    queued_again += 1
+                else:
+                    detail = f"the worker was lost during attempt {row.attempt} of {self._max_attempts}"
+                    await transition(
+                        conn, row, DispatchStatus.FAILED, reason=FailureReason.WORKER_LOST, detail=detail
+                    )
+                    failed += 1
+        return queued_again, failed

@@ -1,0 +1,132 @@
+"""Outpost's configuration: one nested settings object, read from `OUTPOST_*` environment variables.
+
+Nested fields use `__` (`OUTPOST_WORKER__SLOTS=16`). The object is built once by the composition root
+(`outpost.app`) and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outpost.errors import InvalidInput
+from outpost.sandbox.egress_policy import parse_entry
+
+
+class ProviderSettings(BaseModel):
+    """One model provider's real upstream, used by the model gateway (never handed to a sandbox)."""
+
+    api_key: SecretStr | None = None
+    """The provider key the gateway injects into forwarded requests."""
+    base_url: str | None = None
+    """Upstream base URL; tests point it at a fake provider on 127.0.0.1."""
+
+
+class LimitSettings(BaseModel):
+    """Limits applied to every API request and dispatch."""
+
+    requests_per_s: float = Field(default=100.0, ge=0)
+    """Per-key API rate limit in requests per second (token bucket, burst of twice the rate); 0 disables."""
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+    max_task_chars: int = Field(default=256 * 1024, ge=1)
+    """Longest task text accepted."""
+    default_timeout_s: int = Field(default=3600, ge=1)
+    """Wall-clock limit of a dispatch that does not set `timeout_s`."""
+    max_timeout_s: int = Field(default=24 * 3600, ge=1)
+    """Largest `timeout_s` a dispatch may ask for."""
+    max_log_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Output kept per dispatch; further output is dropped and a single notice event says so."""
+    max_line_bytes: int = Field(default=16 * 1024, ge=256)
+    """Longest single log line stored; longer lines are split."""
+
+
+class WorkerSettings(BaseModel):
+    """The worker that runs dispatches (in-process in the embedded default)."""
+
+    enabled: bool = True
+    """Run the in-process worker inside `outpost serve`."""
+    slots: int = Field(default=8, ge=1, le=1024)
+    """Dispatches this worker runs at once."""
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    """Runs a dispatch may get when its worker is lost; after the last it fails with `worker_lost`."""
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    """How often the worker looks for queued dispatches written by other processes."""
+    log_flush_ms: int = Field(default=25, ge=1)
+    """Longest time output lines wait before they are written as events (they are batched)."""
+    abort_grace_s: float = Field(default=5.0, gt=0)
+    """How long a cancel waits for the worker to stop a run before it marks the dispatch itself."""
+
+
+class SandboxSettings(BaseModel):
+    """Where dispatch commands run."""
+
+    backend: Literal["process", "bwrap"] = "bwrap"
+    """`bwrap`: bubblewrap namespaces, one unprivileged uid per run (needs root and bubblewrap).
+    `process`: a plain subprocess in its own process group; NOT isolated (insecure)."""
+    uid_first: int = Field(default=200_000, ge=1000)
+    """First uid of the pool the bwrap backend runs dispatches as (each server on a host needs its own)."""
+    uid_count: int = Field(default=4096, ge=1)
+    """How many uids the pool holds: at least the worker's slots."""
+    memory_mb: int = Field(default=4096, ge=16)
+    """Memory limit of one dispatch (bwrap backend); past it the kernel kills it and it fails `oom`."""
+    pids_max: int = Field(default=1024, ge=8)
+    """Most processes and threads one dispatch may have at once (bwrap backend); `pids` when it hits it."""
+    cpu_cores: float = Field(default=2.0, ge=0.01)
+    """CPU time one dispatch may use, in cores (bwrap backend)."""
+    disk_mb: int = Field(default=2048, ge=1)
+    """Size of one dispatch's workspace (bwrap backend: a tmpfs, so its pages also count against the
+    memory limit); a run that fills it and fails ends `disk_full`."""
+    disk_inodes: int = Field(default=262_144, ge=64)
+    """Files and directories one dispatch's workspace may hold (bwrap backend); `disk_full` past it."""
+    run_dir: Path = Path("/run/outpost")
+    """Where the bwrap backend stages each run's mounts; every sandbox uid must be able to search it
+    (the server creates it 0711), so the data dir itself may stay private."""
+    egress_allow: list[str] = Field(default_factory=list)
+    """Hosts every dispatch may reach through the egress proxy (bwrap backend): `host`, `*.suffix`
+    (subdomains only), optionally `:port` (default 443); e.g. `["registry.npmjs.org", "*.pypi.org"]`.
+    Names must resolve to public addresses; IP literals are never allowed. Empty: no way out."""
+
+    @field_validator("egress_allow")
+    @classmethod
+    def egress_entries_are_valid(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                parse_entry(entry)
+            except InvalidInput as exc:
+                raise ValueError(exc.detail) from None
+        return entries
+
+
+class Settings(BaseSettings):
+    """All of Outpost's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OUTPOST_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Path(".outpost")
+    """Where the embedded default keeps its SQLite file, artifacts, workspaces and mirrors."""
+    database_url: str | None = None
+    """`sqlite+aiosqlite:///…` (default: `outpost.db` under the data dir) or `postgresql+psycopg://…`."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Threshold of the structured log written to stderr."""
+    key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    """How long a verified API key is trusted without a database read; revocation through this server
+    takes effect at once, through another server within this time."""
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    """Model providers by lower-case name (anthropic, openai, gemini, xai, deepseek), e.g. from
+    `OUTPOST_PROVIDERS__ANTHROPIC__API_KEY`."""
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the configured one, or SQLite under the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'outpost.db'}"

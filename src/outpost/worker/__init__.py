@@ -1,0 +1,1 @@
+"""Running dispatches: the queue seam, the runner of one dispatch, restart reconciliation."""

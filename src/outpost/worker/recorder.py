@@ -1,0 +1,76 @@
+"""Batches a run's output lines into event writes: one transaction per batch, not per line."""
+
+from __future__ import annotations
+
+import asyncio
+
+from outpost.sandbox.base import OutputLine
+from outpost.services.runs import NewEvent, RunService
+
+MAX_BATCH_EVENTS = 1000
+
+
+class OutputRecorder:
+    """Collects lines and writes them at most `flush_s` after they arrived, in order.
+
+    Past `max_bytes` of output the rest is dropped and one notice event says so (the run keeps going).
+    """
+
+    def __init__(self, runs: RunService, dispatch_id: str, flush_s: float, max_bytes: int) -> None:
+        self._runs = runs
+        self._dispatch_id = dispatch_id
+        self._flush_s = flush_s
+        self._budget_bytes = max_bytes
+        self._pending: list[NewEvent] = []
+        self._timer: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._truncated = False
+
+    def add(self, line: OutputLine) -> None:
+        size = len(line.text.encode()) + 1
+        if size > self._budget_bytes:
+            self._truncate()
+            return
+        self._budget_bytes -= size
+        self._pending.append(NewEvent("log", {"stream": line.stream, "line": line.text}))
+        if len(self._pending) >= MAX_BATCH_EVENTS:
+            self._schedule(0)
+        else:
+            self._schedule(self._flush_s)
+
+    def note(self, message: str) -> None:
+        self.event("notice", {"message": message})
+
+    def event(self, kind: str, data: dict[str, object]) -> None:
+        """Record something other than an output line (a notice, an egress decision), in order."""
+        self._pending.append(NewEvent(kind, data))
+        self._schedule(0)
+
+    async def close(self) -> None:
+        """Write everything still pending."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self._flush()
+
+    def _truncate(self) -> None:
+        if not self._truncated:
+            self._truncated = True
+            self.note("output limit reached: further output of this run is not kept")
+
+    def _schedule(self, delay_s: float) -> None:
+        if self._timer is not None and (delay_s > 0 or self._timer.done()):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.create_task(self._flush_after(delay_s))
+
+    async def _flush_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._timer = None
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            await self._runs.record(self._dispatch_id, batch)

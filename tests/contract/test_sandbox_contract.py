@@ -1,0 +1,280 @@
+"""The contract every sandbox backend keeps. Add each new backend to BACKENDS."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outpost.errors import SandboxError
+from outpost.sandbox import mounts
+from outpost.sandbox.base import OutputLine, RequestedLimits, Sandbox, SandboxRun, SandboxSpec
+from outpost.sandbox.bwrap import BwrapSandbox
+from outpost.sandbox.bwrap_fs import DEFAULT_RUN_DIR, DiskLimits
+from outpost.sandbox.cgroups import Limits
+from outpost.sandbox.process import ProcessSandbox, instance_marker
+from outpost.sandbox.procfs import pids_with_marker
+from tests.procs import pids_running
+
+MAX_LINE = 1024
+UID_RANGE = 64
+LIMITS = Limits(memory_bytes=256 * 2**20, pids_max=64, cpu_cores=1.0)
+
+
+def _bwrap(data_dir: Path, **options: Any) -> BwrapSandbox:
+    # A uid range of this test's own, so that other servers' sandboxes on the machine are never touched.
+    first = 300_000 + random.randrange(1000) * UID_RANGE
+    backend = BwrapSandbox(data_dir, MAX_LINE, uid_first=first, uid_count=UID_RANGE, limits=LIMITS, **options)
+    assert backend.problems() == [], backend.problems()
+    return backend
+
+
+BACKENDS: dict[str, Callable[[Path], Sandbox]] = {
+    "process": lambda data_dir: ProcessSandbox(data_dir, MAX_LINE),
+    "bwrap": _bwrap,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sandbox]:
+    backend = BACKENDS[request.param](tmp_path / "data")
+    yield backend
+    await backend.reap_leftovers()  # workspaces a failed test left mounted
+
+
+@pytest.fixture
+def host_dir(tmp_path: Path) -> Path:
+    """A plain private directory on the host (bwrap binds it for its uid; it need not be reachable)."""
+    path = tmp_path / "host-dir"
+    path.mkdir(mode=0o700)
+    return path
+
+
+@pytest.fixture
+async def workdir(sandbox: Sandbox) -> AsyncIterator[Path]:
+    path = await sandbox.create_workspace("d", RequestedLimits())
+    yield path
+    await sandbox.remove_workspace(path)
+
+
+async def _start(sandbox: Sandbox, workdir: Path, script: str, run_id: str = "d.1", **env: str) -> SandboxRun:
+    return await sandbox.start(
+        SandboxSpec(run_id=run_id, argv=["/bin/sh", "-c", script], env=env, workdir=workdir)
+    )
+
+
+async def _collect(run: SandboxRun) -> list[OutputLine]:
+    """All output, then the exit (so that no process is left unreaped)."""
+    lines = [line async for line in run.output()]
+    await run.wait()
+    return lines
+
+
+async def test_output_of_both_streams_arrives_in_order_per_stream(sandbox: Sandbox, workdir: Path) -> None:
+    run = await _start(sandbox, workdir, "for i in 1 2 3; do echo out$i; echo err$i >&2; done")
+    lines = await _collect(run)
+    assert await run.wait() == 0
+    assert [line.text for line in lines if line.stream == "stdout"] == ["out1", "out2", "out3"]
+    assert [line.text for line in lines if line.stream == "stderr"] == ["err1", "err2", "err3"]
+    await run.kill()
+
+
+async def test_exit_code_is_reported(sandbox: Sandbox, workdir: Path) -> None:
+    run = await _start(sandbox, workdir, "exit 7")
+    await _collect(run)
+    assert await run.wait() == 7
+    await run.kill()
+
+
+async def test_command_runs_in_the_workdir_with_only_the_given_environment(
+    sandbox: Sandbox, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTPOST_PROVIDERS__ANTHROPIC__API_KEY", "must-not-leak")
+    run = await _start(sandbox, workdir, "echo made-here > marker; env", GREETING="hi")
+    output = [line.text for line in await _collect(run)]
+    assert (workdir / "marker").read_text() == "made-here\n"
+    assert "GREETING=hi" in output
+    assert not any("must-not-leak" in line for line in output)
+    await run.kill()
+
+
+async def test_stdin_is_empty(sandbox: Sandbox, workdir: Path) -> None:
+    run = await _start(sandbox, workdir, "cat; echo after-stdin")
+    assert [line.text for line in await _collect(run)] == ["after-stdin"]
+    await run.kill()
+
+
+async def test_long_lines_are_split_and_bad_bytes_replaced(sandbox: Sandbox, workdir: Path) -> None:
+    script = f"head -c {MAX_LINE * 3} /dev/zero | tr '\\0' a; echo; printf 'x\\0y\\377z\\n'"
+    run = await _start(sandbox, workdir, script)
+    lines = [line.text for line in await _collect(run)]
+    assert lines[:3] == ["a" * MAX_LINE] * 3
+    assert lines[-1] == "x\ufffdy\ufffdz"
+    await run.kill()
+
+
+async def test_a_missing_program_raises_sandbox_error(sandbox: Sandbox, workdir: Path) -> None:
+    spec = SandboxSpec(run_id="d.1", argv=["/nonexistent/program"], env={}, workdir=workdir)
+    with pytest.raises(SandboxError, match="nonexistent"):
+        await sandbox.start(spec)
+
+
+# SLEEP becomes a duration unique to the test: it finds the run's processes in /proc, whatever the backend.
+ESCAPES = {
+    "setsid": "setsid sh -c 'sleep SLEEP' & sleep SLEEP",
+    "double fork": "(sh -c 'sleep SLEEP &' &) ; sleep SLEEP",
+    "nohup": "nohup sleep SLEEP >/dev/null 2>&1 & sleep SLEEP",
+    "trapped signals": "trap '' TERM INT HUP; sh -c \"trap '' TERM INT HUP; sleep SLEEP\" & sleep SLEEP",
+}
+
+
+@pytest.mark.parametrize("script", ESCAPES.values(), ids=ESCAPES.keys())
+async def test_kill_reaches_every_process_of_the_run(sandbox: Sandbox, workdir: Path, script: str) -> None:
+    duration = f"{random.randrange(100_000, 999_999)}.5"
+    run = await _start(sandbox, workdir, script.replace("SLEEP", duration))
+    await asyncio.sleep(0.3)
+    assert len(pids_running(duration)) >= 2
+    await run.kill()
+    assert pids_running(duration) == []
+    assert await run.wait() < 0
+
+
+async def test_kill_is_idempotent_and_safe_after_exit(sandbox: Sandbox, workdir: Path) -> None:
+    run = await _start(sandbox, workdir, "true")
+    await _collect(run)
+    assert await run.wait() == 0
+    await run.kill()
+    await run.kill()
+
+
+async def test_process_reap_leftovers_kills_runs_of_its_data_dir_only(tmp_path: Path, host_dir: Path) -> None:
+    ours, theirs = ProcessSandbox(tmp_path / "ours", MAX_LINE), ProcessSandbox(tmp_path / "theirs", MAX_LINE)
+    our_run = await _start(ours, host_dir, "sleep 60", run_id="a.1")
+    their_run = await _start(theirs, host_dir, "sleep 60", run_id="b.1")
+    await asyncio.sleep(0.1)
+    assert await ours.reap_leftovers() >= 1
+    assert await our_run.wait() < 0
+    assert pids_with_marker(f"{instance_marker(tmp_path / 'theirs')}:b.1")
+    await their_run.kill()
+    await our_run.kill()
+
+
+async def test_bwrap_reap_leftovers_kills_the_processes_of_its_uids(tmp_path: Path, host_dir: Path) -> None:
+    sandbox = _bwrap(tmp_path / "data")
+    run = await _start(sandbox, host_dir, "sleep 60")
+    await asyncio.sleep(0.1)
+    assert await sandbox.reap_leftovers() >= 1
+    assert await run.wait() < 0
+    await run.kill()
+
+
+def test_each_backend_says_whether_it_isolates(tmp_path: Path) -> None:
+    assert ProcessSandbox(tmp_path, MAX_LINE).isolated is False
+    assert _bwrap(tmp_path).isolated is True
+
+
+async def test_a_bwrap_run_sees_neither_host_files_nor_a_network(tmp_path: Path, host_dir: Path) -> None:
+    sandbox = _bwrap(tmp_path / "data")
+    script = (
+        "id -u; cat /etc/shadow; ls /root; touch /usr/planted; "
+        "(echo > /dev/tcp/1.1.1.1/80) 2>&1; ls /sys/fs/cgroup 2>&1; echo done"
+    )
+    spec = SandboxSpec(run_id="iso.1", argv=["/bin/bash", "-c", script], env={}, workdir=host_dir)
+    run = await sandbox.start(spec)
+    lines = [line.text for line in await _collect(run)]
+    await run.kill()
+    text = "\n".join(lines)
+    assert int(lines[0]) >= 300_000  # its own unprivileged uid, not root
+    assert "root:" not in text  # neither /etc/shadow nor /root's listing
+    assert "Read-only file system" in text
+    assert "Network is unreachable" in text
+    assert "cpu" not in text.split("done")[0].splitlines()[-1]  # no host cgroupfs
+    assert lines[-1] == "done"
+
+
+def test_bwrap_names_a_run_dir_its_uids_cannot_reach(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    problems = _bwrap_unchecked(tmp_path / "data", run_dir=private / "run").problems()
+    reported = [problem for problem in problems if "cannot reach the run dir" in problem]
+    assert len(reported) == 1
+    assert "is not searchable by others" in reported[0]
+
+
+def _bwrap_unchecked(data_dir: Path, **options: Any) -> BwrapSandbox:
+    first = 300_000 + random.randrange(1000) * UID_RANGE
+    return BwrapSandbox(data_dir, MAX_LINE, uid_first=first, uid_count=8, limits=LIMITS, **options)
+
+
+async def test_a_workspace_holds_what_the_host_put_there_and_the_run_wrote(sandbox: Sandbox) -> None:
+    workdir = await sandbox.create_workspace("w", RequestedLimits())
+    assert list(workdir.iterdir()) == []
+    (workdir / "seed.txt").write_text("from the host\n")  # as a git checkout would be
+    (workdir / "src").mkdir()
+    run = await _start(sandbox, workdir, "echo from the run >> seed.txt && echo new > src/made.txt")
+    await _collect(run)
+    await run.kill()
+    assert (workdir / "seed.txt").read_text() == "from the host\nfrom the run\n"
+    assert (workdir / "src" / "made.txt").read_text() == "new\n"
+    again = await sandbox.create_workspace("w", RequestedLimits())  # a second attempt starts afresh
+    assert again == workdir
+    assert list(again.iterdir()) == []
+    await sandbox.remove_workspace(workdir)
+    assert not workdir.exists()
+
+
+async def test_a_bwrap_run_that_fills_its_workspace_reports_disk_full(tmp_path: Path) -> None:
+    sandbox = _bwrap(tmp_path / "data")
+    workdir = await sandbox.create_workspace("w", RequestedLimits(disk_bytes=4 << 20))
+    try:
+        run = await _start(sandbox, workdir, "head -c 5000000 /dev/zero > f")
+        await _collect(run)
+        assert (await run.wait(), await run.limit_exceeded()) == (1, "disk_full")
+        await run.kill()
+        assert (workdir / "f").stat().st_size == 4 << 20
+    finally:
+        await sandbox.remove_workspace(workdir)
+    assert mounts.mounts_under(tmp_path) == []
+
+
+async def test_a_bwrap_run_that_fails_with_room_left_reports_no_limit(tmp_path: Path) -> None:
+    sandbox = _bwrap(tmp_path / "data", disk=DiskLimits(size_bytes=4 << 20, inodes=100))
+    workdir = await sandbox.create_workspace("w", RequestedLimits())
+    try:
+        run = await _start(sandbox, workdir, "head -c 1000000 /dev/zero > f; exit 3")
+        await _collect(run)
+        assert (await run.wait(), await run.limit_exceeded()) == (3, None)
+        await run.kill()
+    finally:
+        await sandbox.remove_workspace(workdir)
+
+
+async def test_a_private_data_dir_works_for_bwrap(tmp_path: Path) -> None:
+    # pytest's temp dirs are private to root: runs are staged under the run dir, so the sandbox's uid
+    # never walks the data dir's path.
+    sandbox = _bwrap(tmp_path / "private" / "data")
+    workdir = await sandbox.create_workspace("w", RequestedLimits())
+    try:
+        run = await _start(sandbox, workdir, "echo hi > f && cat f && ls -ld /workspace | cut -c1-10")
+        assert [line.text for line in await _collect(run)] == ["hi", "drwx------"]
+        await run.kill()
+    finally:
+        await sandbox.remove_workspace(workdir)
+
+
+async def test_a_bwrap_run_leaves_no_cgroup_staged_file_or_mount_behind(tmp_path: Path) -> None:
+    sandbox = _bwrap(tmp_path / "data")
+    marker = instance_marker(tmp_path / "data")
+    workdir = await sandbox.create_workspace("w", RequestedLimits())
+    run = await _start(sandbox, workdir, "echo hi > f; sleep 0.1 &")
+    await _collect(run)
+    await run.kill()
+    await sandbox.remove_workspace(workdir)
+    assert list(glob.glob(f"/sys/fs/cgroup/*/outpost-{marker}")) == []
+    assert not (DEFAULT_RUN_DIR / marker).exists()
+    assert mounts.mounts_under(tmp_path) == []

@@ -1,0 +1,39 @@
+"""Byte streams become bounded, storable lines."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from outpost.sandbox.lines import read_lines
+
+
+async def _lines(chunks: list[bytes], max_line_bytes: int = 8) -> list[str]:
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    return [line async for line in read_lines(source(), max_line_bytes)]
+
+
+async def test_lines_split_across_chunks_are_joined() -> None:
+    assert await _lines([b"he", b"llo\nwor", b"ld\n"]) == ["hello", "world"]
+
+
+async def test_a_last_line_without_newline_is_kept() -> None:
+    assert await _lines([b"a\nb"]) == ["a", "b"]
+
+
+async def test_overlong_lines_are_cut_into_pieces_of_the_limit() -> None:
+    assert await _lines([b"0123456789abcdefXY\n"]) == ["01234567", "89abcdef", "XY"]
+
+
+async def test_crlf_endings_lose_their_carriage_return() -> None:
+    assert await _lines([b"dos\r\n"]) == ["dos"]
+
+
+async def test_invalid_utf8_and_nul_bytes_are_replaced() -> None:
+    assert await _lines([b"a\x00b\xffc\n"]) == ["a\ufffdb\ufffdc"]
+
+
+async def test_empty_lines_are_kept() -> None:
+    assert await _lines([b"\n\n"]) == ["", ""]
