@@ -9,16 +9,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from outpost.agents.catalog import default_catalog
 from outpost.agents.registry import default_registry
 from outpost.db.migrate import upgrade_to_head
 from outpost.db.store import Store
 from outpost.errors import Unavailable
+from outpost.gateway.server import ModelGateway
+from outpost.gateway.tokens import GatewayTokens
+from outpost.gateway.upstreams import upstreams_from_settings
 from outpost.sandbox.base import Sandbox
 from outpost.sandbox.process import ProcessSandbox
 from outpost.services.dispatches import DispatchService
 from outpost.services.keys import KeyService
 from outpost.services.runs import RunService
 from outpost.settings import Settings
+from outpost.worker.agent_launch import AgentRuntime
 from outpost.worker.executor import DispatchExecutor
 from outpost.worker.queue.inprocess import InProcessWorker
 
@@ -36,6 +41,7 @@ class Container:
     runs: RunService
     sandbox: Sandbox
     worker: InProcessWorker
+    gateway: ModelGateway
     _lock_file: IO[str] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -67,6 +73,7 @@ class Container:
 
     async def stop(self) -> None:
         await self.worker.stop()
+        await self.gateway.close()
         await self.store.dispose()
         if self._lock_file is not None:
             self._lock_file.close()
@@ -84,10 +91,15 @@ class Container:
 def build_container(settings: Settings) -> Container:
     store = Store(settings.resolved_database_url)
     sandbox = build_sandbox(settings)
-    agents = default_registry()
+    agents = default_registry(settings.agents.install_dir.resolve())
     runs = RunService(store, settings.worker.max_attempts)
+    gateway = ModelGateway(GatewayTokens(), settings.gateway)
+    runtime = AgentRuntime(
+        gateway=gateway, upstreams=upstreams_from_settings(settings.providers), catalog=default_catalog(),
+        install_dir=settings.agents.install_dir.resolve(), max_turns=settings.agents.max_turns,
+    )  # fmt: skip
     executor = DispatchExecutor(
-        runs=runs, sandbox=sandbox, agents=agents,
+        runs=runs, sandbox=sandbox, agents=agents, runtime=runtime,
         limits=settings.limits, flush_s=settings.worker.log_flush_ms / 1000,
     )  # fmt: skip
     worker = InProcessWorker(runs, executor, settings.worker.slots, settings.worker.poll_interval_s)
@@ -95,7 +107,7 @@ def build_container(settings: Settings) -> Container:
         store, worker, agents, settings.limits, settings.worker.abort_grace_s, settings.sandbox
     )
     keys = KeyService(store, settings.key_cache_ttl_s)
-    return Container(settings, store, keys, dispatches, runs, sandbox, worker)
+    return Container(settings, store, keys, dispatches, runs, sandbox, worker, gateway)
 
 
 def build_sandbox(settings: Settings) -> Sandbox:

@@ -101,6 +101,29 @@ class SandboxSettings(BaseModel):
         return entries
 
 
+class AgentSettings(BaseModel):
+    """The agent CLIs and how dispatches run them."""
+
+    install_dir: Path = Path(".tools/agents")
+    """Where `outpost agents install` puts the pinned agent CLIs (npm packages under `npm/`, PyPI ones in
+    a virtual environment each); runs see it read-only at the same path."""
+    max_turns: int = Field(default=50, ge=1, le=10_000)
+    """Turn cap passed to CLIs that have one (Claude Code, Gemini CLI, the Grok CLI)."""
+
+
+class GatewaySettings(BaseModel):
+    """The model gateway: the only way a run reaches a model provider."""
+
+    port: int = Field(default=8089, ge=1, le=65535)
+    """Port of the gateway listener inside each sandbox (at 127.0.0.1)."""
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest wait for a connection to a provider."""
+    read_timeout_s: float = Field(default=300.0, gt=0)
+    """Longest silence from a provider, before its first byte or between two chunks of a stream."""
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest request body a run may send to a provider; larger ones get 413."""
+
+
 class Settings(BaseSettings):
     """All of Outpost's settings."""
 
@@ -121,6 +144,8 @@ class Settings(BaseSettings):
     """Model providers by lower-case name (anthropic, openai, gemini, xai, deepseek), e.g. from
     `OUTPOST_PROVIDERS__ANTHROPIC__API_KEY`."""
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 

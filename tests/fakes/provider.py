@@ -6,6 +6,13 @@ use it and a hung request never blocks the test's loop. Any path prefix is accep
 
     with FakeProvider() as fake:
         ...  # point a client at fake.base_url; inspect fake.requests afterwards
+
+Failure tests: `fail_next(status)` answers with an error; `set_mode(mode, count)` breaks the next
+replies (modes below); `mode = ...` sets the standing mode for every request.
+
+* `hang`: accept the request, answer nothing until the server stops.
+* `slow_first_byte`: answer after `first_byte_delay_s`.
+* `truncated`, `malformed_sse`, `stall`: break streamed replies (see provider_streams).
 """
 
 from __future__ import annotations
@@ -14,28 +21,31 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
+from urllib.parse import parse_qs
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes import provider_text as convo
 from tests.fakes import provider_wire as wire
+from tests.fakes.provider_aider import aider_reply
 from tests.fakes.provider_errors import Failure, Family, error_body, error_headers
-from tests.fakes.provider_script import OfferedTool, ToolCall, next_tool_call
+from tests.fakes.provider_script import FINAL_TEXT, OfferedTool, ToolCall, next_tool_call
+from tests.fakes.provider_streams import StreamMode, stream_response
 
-Mode = Literal["normal", "hang", "malformed_sse"]
+Mode = Literal["normal", "hang", "slow_first_byte", "truncated", "malformed_sse", "stall"]
 MODELS = ("claude-sonnet-4-5", "gpt-5.5", "gemini-2.5-pro", "grok-code-fast-1")
-# A stream cut inside an event's JSON, with no terminating event: what a dropped connection looks like.
-_MALFORMED = (
-    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_tr',
-    b"\n\x00garbage",
-)
+_STREAM_MODES = frozenset(get_args(StreamMode)) - {"normal"}
+_POLL_S = 0.05
+FIRST_BYTE_DELAY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,19 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: Any  # parsed JSON, or None when the body was empty or not JSON
 
+    @property
+    def api_key(self) -> str | None:
+        """The credential that reached the provider, from whichever header (or query) its API uses."""
+        bearer = self.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer "):
+            return bearer[len("bearer ") :]
+        for name in ("x-api-key", "x-goog-api-key"):
+            if name in self.headers:
+                return self.headers[name]
+        # Older Gemini clients pass the key as `?key=`.
+        keys = parse_qs(self.query).get("key")
+        return keys[0] if keys else None
+
 
 @dataclass(frozen=True)
 class _Api:
@@ -54,22 +77,29 @@ class _Api:
     family: Family
     offered: Callable[[wire.Json], list[OfferedTool]]
     has_tool_result: Callable[[wire.Json], bool]
+    conversation: Callable[[wire.Json], convo.Conversation]
 
 
-_ANTHROPIC = _Api("anthropic", wire.anthropic_offered, wire.anthropic_has_tool_result)
-_RESPONSES = _Api("openai", wire.responses_offered, wire.responses_has_tool_result)
-_CHAT = _Api("openai", wire.chat_offered, wire.chat_has_tool_result)
-_GEMINI = _Api("gemini", wire.gemini_offered, wire.gemini_has_tool_result)
+_ANTHROPIC = _Api(
+    "anthropic", wire.anthropic_offered, wire.anthropic_has_tool_result, convo.anthropic_conversation
+)
+_RESPONSES = _Api(
+    "openai", wire.responses_offered, wire.responses_has_tool_result, convo.responses_conversation
+)
+_CHAT = _Api("openai", wire.chat_offered, wire.chat_has_tool_result, convo.chat_conversation)
+_GEMINI = _Api("gemini", wire.gemini_offered, wire.gemini_has_tool_result, convo.gemini_conversation)
 
 
 @dataclass
 class FakeProvider:
-    """The server. Set `mode`, call `fail_next`, change `usage` at any time from the test."""
+    """The server. Set `mode`, call `fail_next` or `set_mode`, change `usage` at any time from the test."""
 
     usage: wire.Usage = field(default_factory=wire.Usage)
-    mode: Mode = "normal"
+    mode: Mode = "normal"  # the standing mode; `set_mode` overrides it for a number of requests
+    first_byte_delay_s: float = FIRST_BYTE_DELAY_S  # how long `slow_first_byte` waits before answering
     requests: list[RecordedRequest] = field(default_factory=list)
     _failures: list[Failure] = field(default_factory=list)
+    _modes: list[Mode] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
@@ -83,10 +113,23 @@ class FakeProvider:
         """The next `count` model requests get this error instead of a reply."""
         self._failures.extend(Failure(status, retry_after_s) for _ in range(count))
 
+    def set_mode(self, mode: Mode, count: int | None = 1) -> None:
+        """The next `count` model requests that `mode` applies to get it, then the standing mode again.
+
+        `count=None` changes the standing mode instead (as assigning `mode` does). The stream modes
+        (`truncated`, `malformed_sse`, `stall`) apply only to streamed replies: a JSON or count_tokens
+        request leaves them queued for the next stream. Queued failures (`fail_next`) are served first.
+        """
+        if count is None:
+            self.mode = mode
+        else:
+            self._modes.extend(mode for _ in range(count))
+
     def reset(self) -> None:
         """Back to defaults between tests that share one server (does not release hung requests)."""
-        self.usage, self.mode = wire.Usage(), "normal"
+        self.usage, self.mode, self.first_byte_delay_s = wire.Usage(), "normal", FIRST_BYTE_DELAY_S
         self._failures.clear()
+        self._modes.clear()
         self.requests.clear()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -151,14 +194,30 @@ class FakeProvider:
         api = _api_for(path)
         if api is None:
             return _not_found(path)
-        if self.mode == "hang":
+        body = body if isinstance(body, dict) else {}
+        if self.mode == "hang":  # a standing hang holds even queued failures back
             return await self._hang()
         if self._failures:
             failure = self._failures.pop(0)
             return JSONResponse(
                 error_body(api.family, failure), failure.status, headers=error_headers(api.family, failure)
             )
-        return self._reply(api, path, request, body if isinstance(body, dict) else {})
+        mode = self._take_mode(streaming=_wants_stream(api, path, body))
+        if mode == "hang":
+            return await self._hang()
+        if mode == "slow_first_byte":
+            await self._first_byte_delay()
+        return self._reply(api, path, body, mode)
+
+    def _take_mode(self, streaming: bool) -> Mode:
+        """This request's mode: the next queued one if it applies here, else the standing one."""
+
+        def applies(mode: Mode) -> bool:
+            return streaming or mode not in _STREAM_MODES
+
+        if self._modes and applies(self._modes[0]):
+            return self._modes.pop(0)
+        return self.mode if applies(self.mode) else "normal"
 
     async def _hang(self) -> Response:
         """Accepts the request and answers nothing until the server stops (client timeouts)."""
@@ -166,46 +225,50 @@ class FakeProvider:
         await asyncio.to_thread(self._stopping.wait)
         return Response(status_code=503)
 
-    def _reply(self, api: _Api, path: str, request: Request, body: wire.Json) -> Response:
-        if path.endswith(("/count_tokens", ":countTokens")):
+    async def _first_byte_delay(self) -> None:
+        """Waits `first_byte_delay_s` before any byte of the reply, cut short when the server stops."""
+        deadline = time.monotonic() + self.first_byte_delay_s
+        # Polled: `_stopping` is a threading.Event set from the test's thread, not an asyncio one.
+        while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(min(left, _POLL_S))
+
+    def _reply(self, api: _Api, path: str, body: wire.Json, mode: Mode) -> Response:
+        if _counts_tokens(path):
             total = self.usage.input + self.usage.cache_read
             return JSONResponse({"input_tokens": total} if api is _ANTHROPIC else {"totalTokens": total})
-        call = next_tool_call(api.offered(body), api.has_tool_result(body), body)
+        offered = api.offered(body)
+        call = next_tool_call(offered, api.has_tool_result(body), body)
+        # Tool-less clients: aider wants its edit in the text on its first turn; the rest get final text.
+        reply = FINAL_TEXT if offered else aider_reply(api.conversation(body)) or FINAL_TEXT
         model = _model(path, body)
-        streaming = _wants_stream(api, path, body)
-        if streaming and self.mode == "malformed_sse":
-            return _sse(list(_MALFORMED))
-        if api is _ANTHROPIC:
-            return self._anthropic(model, call, streaming)
-        if api is _RESPONSES:
+        if not _wants_stream(api, path, body):
             # The Responses API is streamed by every client we drive; JSON is kept for completeness.
-            return self._responses(model, call, streaming)
+            return JSONResponse(self._json(api, model, call, reply, body))
+        frames = self._frames(api, model, call, reply, body)
+        stream_mode = cast(StreamMode, mode if mode in _STREAM_MODES else "normal")
+        return stream_response(stream_mode, frames, api is _GEMINI, self._stopping)
+
+    def _json(self, api: _Api, model: str, call: ToolCall | None, reply: str, body: wire.Json) -> wire.Json:
+        if api is _ANTHROPIC:
+            return wire.anthropic_json(model, call, self.usage, reply)
+        if api is _RESPONSES:
+            return wire.responses_json(model, call, self.usage, reply)
         if api is _CHAT:
-            return self._chat(model, call, streaming, body)
-        return self._gemini(model, call, streaming, body)
+            return wire.chat_json(model, call, self.usage, reply)
+        return wire.gemini_json(model, call, self.usage, wire.gemini_json_schema(body), reply)
 
-    def _anthropic(self, model: str, call: ToolCall | None, streaming: bool) -> Response:
-        if streaming:
-            return _sse(wire.anthropic_stream(model, call, self.usage))
-        return JSONResponse(wire.anthropic_json(model, call, self.usage))
-
-    def _responses(self, model: str, call: ToolCall | None, streaming: bool) -> Response:
-        if streaming:
-            return _sse(wire.responses_stream(model, call, self.usage))
-        return JSONResponse(wire.responses_json(model, call, self.usage))
-
-    def _chat(self, model: str, call: ToolCall | None, streaming: bool, body: wire.Json) -> Response:
-        if not streaming:
-            return JSONResponse(wire.chat_json(model, call, self.usage))
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        return _sse(wire.chat_stream(model, call, self.usage, include_usage))
-
-    def _gemini(self, model: str, call: ToolCall | None, streaming: bool, body: wire.Json) -> Response:
-        schema = wire.gemini_json_schema(body)
-        if streaming:
-            return _sse(wire.gemini_stream(model, call, self.usage, schema))
-        return JSONResponse(wire.gemini_json(model, call, self.usage, schema))
+    def _frames(
+        self, api: _Api, model: str, call: ToolCall | None, reply: str, body: wire.Json
+    ) -> list[bytes]:
+        if api is _ANTHROPIC:
+            return wire.anthropic_stream(model, call, self.usage, reply)
+        if api is _RESPONSES:
+            return wire.responses_stream(model, call, self.usage, reply)
+        if api is _CHAT:
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            return wire.chat_stream(model, call, self.usage, include_usage, reply)
+        return wire.gemini_stream(model, call, self.usage, wire.gemini_json_schema(body), reply)
 
     def _models(self, path: str) -> Response:
         if self._failures:
@@ -242,7 +305,13 @@ def _api_for(path: str) -> _Api | None:
     return None
 
 
+def _counts_tokens(path: str) -> bool:
+    return path.endswith(("/count_tokens", ":countTokens"))
+
+
 def _wants_stream(api: _Api, path: str, body: wire.Json) -> bool:
+    if _counts_tokens(path):
+        return False
     if api is _GEMINI:
         # Gemini streams by method name; `alt=sse` picks SSE framing (the only framing we serve).
         return path.endswith(":streamGenerateContent")
@@ -253,14 +322,6 @@ def _model(path: str, body: wire.Json) -> str:
     if ":" in path:
         return path.rsplit("/", 1)[-1].split(":", 1)[0]
     return str(body.get("model") or "fake-model")
-
-
-def _sse(frames: list[bytes]) -> StreamingResponse:
-    async def chunks() -> AsyncIterator[bytes]:
-        for frame in frames:
-            yield frame
-
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
 
 def _not_found(path: str) -> Response:

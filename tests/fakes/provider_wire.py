@@ -1,8 +1,9 @@
 """Response bodies and SSE events for each wire API the fake provider speaks.
 
 Each API has: the tools a request offers, whether it already carries a tool result, a JSON reply
-and a list of SSE frames. Shapes follow what the real CLIs were measured to accept (see
-/work/shared/reference/agent-clis.md sections 1.4, 2.4, 3.4, 4.4, 5.1 and 11).
+and a list of SSE frames. A reply without a tool call carries `text`: the final text by default,
+or an edit written out in text for tool-less clients (aider). Shapes follow what the real CLIs were
+measured to accept (see /work/shared/reference/agent-clis.md sections 1.4, 2.4, 3.4, 4.4, 5.1 and 11).
 """
 
 from __future__ import annotations
@@ -57,31 +58,31 @@ def _anthropic_usage(usage: Usage, output: int) -> Json:
     }
 
 
-def _anthropic_block(call: ToolCall | None) -> Json:
+def _anthropic_block(call: ToolCall | None, text: str) -> Json:
     if call is None:
-        return {"type": "text", "text": FINAL_TEXT}
+        return {"type": "text", "text": text}
     return {"type": "tool_use", "id": "toolu_fake1", "name": call.name, "input": call.arguments}
 
 
-def anthropic_json(model: str, call: ToolCall | None, usage: Usage) -> Json:
+def anthropic_json(model: str, call: ToolCall | None, usage: Usage, text: str = FINAL_TEXT) -> Json:
     return {
         "id": "msg_fake1",
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [_anthropic_block(call)],
+        "content": [_anthropic_block(call, text)],
         "stop_reason": "end_turn" if call is None else "tool_use",
         "stop_sequence": None,
         "usage": _anthropic_usage(usage, usage.output),
     }
 
 
-def anthropic_stream(model: str, call: ToolCall | None, usage: Usage) -> list[bytes]:
-    message = anthropic_json(model, call, usage) | {"content": [], "stop_reason": None}
+def anthropic_stream(model: str, call: ToolCall | None, usage: Usage, text: str = FINAL_TEXT) -> list[bytes]:
+    message = anthropic_json(model, call, usage, text) | {"content": [], "stop_reason": None}
     message["usage"] = _anthropic_usage(usage, 1)
     if call is None:
         start: Json = {"type": "text", "text": ""}
-        delta: Json = {"type": "text_delta", "text": FINAL_TEXT}
+        delta: Json = {"type": "text_delta", "text": text}
     else:
         start = {"type": "tool_use", "id": "toolu_fake1", "name": call.name, "input": {}}
         delta = {"type": "input_json_delta", "partial_json": call.arguments_json()}
@@ -127,9 +128,9 @@ def responses_has_tool_result(body: Json) -> bool:
     return any(item.get("type") in kinds for item in _items(body.get("input")))
 
 
-def _responses_item(call: ToolCall | None) -> Json:
+def _responses_item(call: ToolCall | None, text: str) -> Json:
     if call is None:
-        content = [{"type": "output_text", "text": FINAL_TEXT, "annotations": []}]
+        content = [{"type": "output_text", "text": text, "annotations": []}]
         return {
             "type": "message",
             "id": "msg_fake1",
@@ -180,14 +181,14 @@ def _response(model: str, status: str, output: list[Json], usage: Json | None) -
     }
 
 
-def responses_json(model: str, call: ToolCall | None, usage: Usage) -> Json:
-    return _response(model, "completed", [_responses_item(call)], _responses_usage(usage))
+def responses_json(model: str, call: ToolCall | None, usage: Usage, text: str = FINAL_TEXT) -> Json:
+    return _response(model, "completed", [_responses_item(call, text)], _responses_usage(usage))
 
 
-def responses_stream(model: str, call: ToolCall | None, usage: Usage) -> list[bytes]:
-    item = _responses_item(call)
+def responses_stream(model: str, call: ToolCall | None, usage: Usage, text: str = FINAL_TEXT) -> list[bytes]:
+    item = _responses_item(call, text)
     pending = item | {"status": "in_progress"}
-    completed = responses_json(model, call, usage)
+    completed = responses_json(model, call, usage, text)
     events: list[tuple[str, Json]] = [
         ("response.created", {"response": _response(model, "in_progress", [], None)}),
         ("response.output_item.added", {"output_index": 0, "item": pending}),
@@ -195,7 +196,7 @@ def responses_stream(model: str, call: ToolCall | None, usage: Usage) -> list[by
         ("response.completed", {"response": completed}),
     ]
     if call is None:
-        delta = {"output_index": 0, "item_id": item["id"], "content_index": 0, "delta": FINAL_TEXT}
+        delta = {"output_index": 0, "item_id": item["id"], "content_index": 0, "delta": text}
         events.insert(2, ("response.output_text.delta", delta))
     return [sse({"type": kind, "sequence_number": n} | data, kind) for n, (kind, data) in enumerate(events)]
 
@@ -227,9 +228,9 @@ def _chat_tool_calls(call: ToolCall) -> list[Json]:
     return [{"index": 0, "id": "call_fake1", "type": "function", "function": function}]
 
 
-def _chat_message(call: ToolCall | None) -> Json:
+def _chat_message(call: ToolCall | None, text: str) -> Json:
     if call is None:
-        return {"role": "assistant", "content": FINAL_TEXT}
+        return {"role": "assistant", "content": text}
     return {"role": "assistant", "content": None, "tool_calls": _chat_tool_calls(call)}
 
 
@@ -237,8 +238,9 @@ def _finish(call: ToolCall | None) -> str:
     return "stop" if call is None else "tool_calls"
 
 
-def chat_json(model: str, call: ToolCall | None, usage: Usage) -> Json:
-    choice = {"index": 0, "message": _chat_message(call), "finish_reason": _finish(call), "logprobs": None}
+def chat_json(model: str, call: ToolCall | None, usage: Usage, text: str = FINAL_TEXT) -> Json:
+    message = _chat_message(call, text)
+    choice = {"index": 0, "message": message, "finish_reason": _finish(call), "logprobs": None}
     return {
         "id": "chatcmpl-fake1",
         "object": "chat.completion",
@@ -249,12 +251,14 @@ def chat_json(model: str, call: ToolCall | None, usage: Usage) -> Json:
     }
 
 
-def chat_stream(model: str, call: ToolCall | None, usage: Usage, include_usage: bool) -> list[bytes]:
+def chat_stream(
+    model: str, call: ToolCall | None, usage: Usage, include_usage: bool, text: str = FINAL_TEXT
+) -> list[bytes]:
     def chunk(choices: list[Json], usage_field: Json | None = None) -> bytes:
         body = {"id": "chatcmpl-fake1", "object": "chat.completion.chunk", "created": 0, "model": model}
         return sse(body | {"choices": choices} | ({"usage": usage_field} if usage_field else {}))
 
-    delta = _chat_message(call)
+    delta = _chat_message(call, text)
     frames = [
         chunk([{"index": 0, "delta": delta, "finish_reason": None}]),
         chunk([{"index": 0, "delta": {}, "finish_reason": _finish(call)}]),
@@ -306,18 +310,20 @@ def gemini_json_schema(body: Json) -> Json | None:
     return schema if isinstance(schema, dict) else {}
 
 
-def _gemini_part(call: ToolCall | None, schema: Json | None) -> Json:
+def _gemini_part(call: ToolCall | None, schema: Json | None, text: str) -> Json:
     if schema is not None:
         return {"text": json.dumps(_schema_value(schema))}
     if call is None:
-        return {"text": FINAL_TEXT}
+        return {"text": text}
     return {"functionCall": {"name": call.name, "args": call.arguments}}
 
 
-def gemini_json(model: str, call: ToolCall | None, usage: Usage, schema: Json | None = None) -> Json:
+def gemini_json(
+    model: str, call: ToolCall | None, usage: Usage, schema: Json | None = None, text: str = FINAL_TEXT
+) -> Json:
     prompt = usage.input + usage.cache_read  # promptTokenCount includes the cached part
     candidate = {
-        "content": {"role": "model", "parts": [_gemini_part(call, schema)]},
+        "content": {"role": "model", "parts": [_gemini_part(call, schema, text)]},
         "finishReason": "STOP",
         "index": 0,
     }
@@ -331,5 +337,7 @@ def gemini_json(model: str, call: ToolCall | None, usage: Usage, schema: Json | 
     return {"candidates": [candidate], "usageMetadata": metadata, "modelVersion": model}
 
 
-def gemini_stream(model: str, call: ToolCall | None, usage: Usage, schema: Json | None = None) -> list[bytes]:
-    return [sse(gemini_json(model, call, usage, schema))]
+def gemini_stream(
+    model: str, call: ToolCall | None, usage: Usage, schema: Json | None = None, text: str = FINAL_TEXT
+) -> list[bytes]:
+    return [sse(gemini_json(model, call, usage, schema, text))]

@@ -67,7 +67,6 @@ BAD_FIELDS = [
     ("egress-not-list", {"egress_allow": "ok.test"}, "egress_allow"),
     ("agent-int", {"agent": 7}, "agent"),
     ("agent-unknown", {"agent": "nobody"}, "agent"),
-    ("agent-not-on-this-server", {"agent": "claude"}, "agent"),
     ("task-list", {"task": ["echo", "hi"]}, "task"),
     ("task-empty", {"task": ""}, "task"),
     ("task-whitespace", {"task": " \t\n\u3000 "}, "task"),

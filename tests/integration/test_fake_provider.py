@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.fakes.provider import FakeProvider
+from tests.fakes.provider_client import (
+    ANTHROPIC,
+    CHAT,
+    GEMINI_JSON,
+    GEMINI_SSE,
+    PATH,
+    PROMPT,
+    RESPONSES,
+    anthropic_body,
+    chat_body,
+    gemini_body,
+    post,
+    responses_body,
+    sse_events,
+    sse_json,
+)
 from tests.fakes.provider_script import FILE_CONTENT, FINAL_TEXT, OfferedTool, choose_tool_call
 from tests.fakes.provider_wire import Usage
 
-PATH = "/work/out/hello.txt"
-PROMPT = f"Create the file FILE={PATH} please"
-ANTHROPIC = "/v1/messages"
-RESPONSES = "/v1/responses"
-CHAT = "/v1/chat/completions"
-GEMINI_JSON = "/v1beta/models/gemini-2.5-pro:generateContent"
-GEMINI_SSE = "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+# --- Anthropic Messages -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -39,43 +47,6 @@ def fake(shared: FakeProvider) -> FakeProvider:
 def client(fake: FakeProvider) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fake.base_url, timeout=5) as http:
         yield http
-
-
-def sse_events(text: str) -> list[tuple[str | None, str]]:
-    """(event name, data) pairs from an SSE body."""
-    events = []
-    for frame in text.split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
-        if "data" in lines:
-            events.append((lines.get("event"), lines["data"]))
-    return events
-
-
-def sse_json(text: str) -> list[dict[str, Any]]:
-    return [json.loads(data) for _, data in sse_events(text) if data != "[DONE]"]
-
-
-def post(client: httpx.Client, path: str, body: dict[str, Any], **headers: str) -> httpx.Response:
-    response = client.post(path, json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response
-
-
-# --- Anthropic Messages -------------------------------------------------------------------------
-
-
-def anthropic_body(stream: bool, tool_result: bool = False) -> dict[str, Any]:
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": "environment block"},  # Claude Code sends one; must be tolerated
-        {
-            "role": "user",
-            "content": [{"type": "text", "text": PROMPT, "cache_control": {"type": "ephemeral"}}],
-        },
-    ]
-    if tool_result:
-        messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_fake1"}]})
-    tools = [{"name": "Read", "input_schema": {}}, {"name": "Write", "input_schema": {}}]
-    return {"model": "claude-sonnet-4-5", "messages": messages, "tools": tools, "stream": stream}
 
 
 def test_anthropic_json_turns(client: httpx.Client) -> None:
@@ -124,17 +95,6 @@ def test_anthropic_stream_final_turn(client: httpx.Client) -> None:
 # --- OpenAI Responses ---------------------------------------------------------------------------
 
 
-def responses_body(stream: bool, tool_result: bool = False) -> dict[str, Any]:
-    tools = [
-        {"type": "function", "name": "exec_command", "parameters": {}},
-        {"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
-    ]
-    items: list[dict[str, Any]] = [{"type": "message", "role": "user", "content": PROMPT}]
-    if tool_result:
-        items.append({"type": "custom_tool_call_output", "call_id": "call_fake1", "output": "ok"})
-    return {"model": "gpt-5.5", "stream": stream, "input": items, "tools": tools}
-
-
 def test_responses_stream_tool_turn(client: httpx.Client) -> None:
     data = sse_json(post(client, RESPONSES, responses_body(stream=True)).text)
     kinds = [event["type"] for event in data]
@@ -179,16 +139,6 @@ def test_responses_json_turns(client: httpx.Client) -> None:
 # --- OpenAI Chat Completions --------------------------------------------------------------------
 
 
-def chat_body(stream: bool, tool_result: bool = False) -> dict[str, Any]:
-    messages: list[dict[str, Any]] = [{"role": "user", "content": PROMPT}]
-    if tool_result:
-        messages.append({"role": "tool", "tool_call_id": "call_fake1", "content": "ok"})
-    tools = [
-        {"type": "function", "function": {"name": name}} for name in ("view_file", "create_file", "bash")
-    ]
-    return {"model": "grok-code-fast-1", "messages": messages, "tools": tools, "stream": stream}
-
-
 def test_chat_json_turns(client: httpx.Client) -> None:
     first = post(client, CHAT, chat_body(stream=False)).json()
     choice = first["choices"][0]
@@ -226,15 +176,6 @@ def test_chat_without_tools_answers_text(client: httpx.Client) -> None:
 
 
 # --- Gemini -------------------------------------------------------------------------------------
-
-
-def gemini_body(tool_result: bool = False) -> dict[str, Any]:
-    contents: list[dict[str, Any]] = [{"role": "user", "parts": [{"text": PROMPT}]}]
-    if tool_result:
-        response = {"functionResponse": {"name": "write_file", "response": {"output": "ok"}}}
-        contents.append({"role": "user", "parts": [response]})
-    declarations = [{"name": "read_file"}, {"name": "write_file"}, {"name": "run_shell_command"}]
-    return {"contents": contents, "tools": [{"functionDeclarations": declarations}]}
 
 
 def test_gemini_json_turns(client: httpx.Client) -> None:
@@ -317,101 +258,6 @@ def test_no_write_tool_offered_gives_no_call() -> None:
     assert choose_tool_call([OfferedTool("read_file")], PATH) is None
 
 
-# --- failures -----------------------------------------------------------------------------------
-
-REQUESTS = {
-    "anthropic": (ANTHROPIC, anthropic_body(stream=True)),
-    "openai": (RESPONSES, responses_body(stream=True)),
-    "gemini": (GEMINI_SSE, gemini_body()),
-}
-
-
-def error_kind(family: str, body: dict[str, Any]) -> Any:
-    if family == "anthropic":
-        assert body["type"] == "error"
-        return body["error"]["type"]
-    if family == "openai":
-        return body["error"]["code"] or body["error"]["type"]
-    return body["error"]["status"]
-
-
-@pytest.mark.parametrize(
-    ("family", "status", "kind"),
-    [
-        ("anthropic", 401, "authentication_error"),
-        ("anthropic", 500, "api_error"),
-        ("openai", 401, "invalid_api_key"),
-        ("openai", 500, "server_error"),
-        ("gemini", 401, "UNAUTHENTICATED"),
-        ("gemini", 500, "INTERNAL"),
-    ],
-)
-def test_error_shapes(fake: FakeProvider, client: httpx.Client, family: str, status: int, kind: str) -> None:
-    path, body = REQUESTS[family]
-    fake.fail_next(status)
-    failed = client.post(path, json=body)
-    assert failed.status_code == status
-    assert error_kind(family, failed.json()) == kind
-    assert "retry-after" not in failed.headers
-    assert client.post(path, json=body).status_code == 200  # one failure, then normal service
-
-
-def test_rate_limit_anthropic(fake: FakeProvider, client: httpx.Client) -> None:
-    fake.fail_next(429, retry_after_s=7)
-    failed = client.post(ANTHROPIC, json=anthropic_body(stream=True))
-    assert failed.status_code == 429
-    assert failed.json()["error"]["type"] == "rate_limit_error"
-    assert failed.headers["retry-after"] == "7"
-    assert failed.headers["anthropic-ratelimit-requests-remaining"] == "0"
-    assert failed.headers["anthropic-ratelimit-requests-reset"].endswith("Z")
-
-
-def test_rate_limit_openai(fake: FakeProvider, client: httpx.Client) -> None:
-    fake.fail_next(429, retry_after_s=2, count=2)
-    for _ in range(2):
-        failed = client.post(CHAT, json=chat_body(stream=False))
-        assert failed.status_code == 429
-        assert failed.json()["error"]["code"] == "rate_limit_exceeded"
-        assert failed.headers["x-ratelimit-reset-requests"] == "2s"
-        assert failed.headers["retry-after"] == "2"
-    assert client.post(CHAT, json=chat_body(stream=False)).status_code == 200
-
-
-def test_rate_limit_gemini(fake: FakeProvider, client: httpx.Client) -> None:
-    fake.fail_next(429, retry_after_s=3)
-    failed = client.post(GEMINI_SSE, json=gemini_body())
-    assert failed.status_code == 429
-    error = failed.json()["error"]
-    assert (error["code"], error["status"]) == (429, "RESOURCE_EXHAUSTED")
-    assert error["details"][0]["retryDelay"] == "3s"
-    assert failed.headers["retry-after"] == "3"
-
-
-def test_malformed_sse(fake: FakeProvider, client: httpx.Client) -> None:
-    fake.mode = "malformed_sse"
-    response = post(client, ANTHROPIC, anthropic_body(stream=True))
-    assert response.headers["content-type"].startswith("text/event-stream")
-    assert "message_stop" not in response.text
-    _, data = sse_events(response.text)[0]
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(data)
-    fake.mode = "normal"
-    assert post(client, CHAT, chat_body(stream=False)).json()["choices"]  # JSON replies are unaffected
-
-
-def test_hang_until_client_timeout_and_stop_releases_it() -> None:
-    fake = FakeProvider().start()
-    try:
-        fake.mode = "hang"
-        with httpx.Client(base_url=fake.base_url, timeout=0.3) as http, pytest.raises(httpx.ReadTimeout):
-            http.post(RESPONSES, json=responses_body(stream=True))
-        assert len(fake.requests) == 1  # the request was accepted and read before hanging
-    finally:
-        started = time.monotonic()
-        fake.stop()
-    assert time.monotonic() - started < 2
-
-
 # --- request log --------------------------------------------------------------------------------
 
 
@@ -434,6 +280,24 @@ def test_request_log(fake: FakeProvider, client: httpx.Client) -> None:
     assert logged[2].query == "alt=sse"
     assert logged[0].body["model"] == "claude-sonnet-4-5"
     assert logged[3].body is None
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "key"),
+    [
+        (ANTHROPIC, {"x-api-key": "sk-ant-1"}, "sk-ant-1"),
+        (CHAT, {"authorization": "Bearer sk-openai-1"}, "sk-openai-1"),
+        (GEMINI_SSE, {"x-goog-api-key": "goog-1"}, "goog-1"),
+        (f"{GEMINI_SSE}&key=goog-query", {}, "goog-query"),
+        (CHAT, {}, None),
+    ],
+)
+def test_request_log_names_the_api_key(
+    fake: FakeProvider, client: httpx.Client, path: str, headers: dict[str, str], key: str | None
+) -> None:
+    """Each API carries its key in its own header (Gemini's older clients in the query)."""
+    client.post(path, json={"model": "m", "messages": [], "stream": True}, headers=headers)
+    assert fake.requests[-1].api_key == key
 
 
 def test_responses_code_mode_writes_javascript(client: httpx.Client) -> None:

@@ -1,37 +1,47 @@
-"""The shell agent's command and result."""
+"""The shell agent's command and output."""
 
 from __future__ import annotations
 
-from outpost.agents.base import AgentRequest
-from outpost.agents.shell import RESULT_TAIL_CHARS, ShellAgent
-from outpost.domain.dispatch import Tier
+from pathlib import Path
+
+from outpost.agents.base import AgentRun
+from outpost.agents.events import RawText, Text
+from outpost.agents.shell import ShellAgent
+
+
+def shell_run(task: str, env: dict[str, str]) -> AgentRun:
+    return AgentRun(
+        task=task,
+        model=None,
+        executable="/bin/sh",
+        workdir="/workspace",
+        home="/home/run",
+        gateway=None,
+        env=env,
+    )
 
 
 def test_the_task_runs_as_a_shell_script_with_the_dispatch_env() -> None:
-    command = ShellAgent().build_command(
-        AgentRequest(task="echo $X", tier=Tier.FAST, model=None, env={"X": "1"})
-    )
+    command = ShellAgent().build(shell_run("echo $X", {"X": "1"}))
     assert command.argv == ["/bin/sh", "-c", "echo $X"]
     assert command.env == {"X": "1"}
+    assert command.home_files == {}
 
 
-def test_the_result_is_the_tail_of_stdout_only() -> None:
-    summary = ShellAgent().new_summary()
-    summary.feed("stdout", "first")
-    summary.feed("stderr", "noise")
-    summary.feed("stdout", "last")
-    assert summary.result() == "first\nlast"
+def test_the_shell_needs_nothing_installed() -> None:
+    agent = ShellAgent()
+    assert agent.install is None
+    assert agent.executable(Path("/srv/outpost/agents")) == Path("/bin/sh")
 
 
-def test_the_result_is_bounded() -> None:
-    summary = ShellAgent().new_summary()
-    for i in range(10_000):
-        summary.feed("stdout", f"line {i}")
-    result = summary.result()
-    assert result is not None
-    assert len(result) <= RESULT_TAIL_CHARS
-    assert result.endswith("line 9999")
+def test_stdout_lines_are_text_and_stderr_stays_raw() -> None:
+    parser = ShellAgent().new_parser()
+    assert parser.feed("stdout", "first") == [Text("first")]
+    assert parser.feed("stderr", "noise") == [RawText("stderr", "noise")]
+    assert parser.feed("stdout", "last") == [Text("last")]
+    assert parser.finish() == []
 
 
-def test_no_output_means_no_result() -> None:
-    assert ShellAgent().new_summary().result() is None
+def test_each_run_gets_its_own_parser() -> None:
+    agent = ShellAgent()
+    assert agent.new_parser() is not agent.new_parser()

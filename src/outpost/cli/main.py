@@ -39,6 +39,7 @@ COMMANDS = {
     "list": "outpost.cli.dispatches:list_dispatches",
     "logs": "outpost.cli.dispatches:logs",
     "cancel": "outpost.cli.dispatches:cancel",
+    "agents": "outpost.cli.agents:agents",
 }
 
 

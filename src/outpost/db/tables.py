@@ -87,6 +87,8 @@ dispatches = Table(
     Column("cache_read_tokens", BigInteger, nullable=False),
     Column("cache_write_tokens", BigInteger, nullable=False),
     Column("cost_micro_usd", BigInteger, nullable=False),
+    # What the agent CLI itself reported (Claude Code, aider): a cross-check of the metered cost.
+    Column("cli_cost_micro_usd", BigInteger, nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key"),
     # Keyset pagination: newest first within a tenant, optionally filtered by status or agent.
     Index(None, "tenant_id", "id"),

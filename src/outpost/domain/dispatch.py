@@ -52,6 +52,8 @@ class FailureReason(StrEnum):
     AGENT_ERROR = "agent_error"
     AUTH = "auth"
     QUOTA = "quota"
+    PROVIDER_ERROR = "provider_error"
+    MAX_TURNS = "max_turns"
     BUDGET_EXCEEDED = "budget_exceeded"
     OOM = "oom"
     PIDS = "pids"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -29,10 +30,40 @@ def _ignore_events(kind: str, data: dict[str, object]) -> None:
     """The default sink: the caller does not record sandbox events."""
 
 
+class ServedListener(Protocol):
+    async def close(self) -> None:
+        """Stop serving and close the socket and its connections. Idempotent; never raises."""
+
+
+class InboundService(Protocol):
+    """A host-side server that runs reach by URL (the model gateway). The backend opens a listening socket
+    where the run can reach it and hands it over; the service serves it from the host."""
+
+    name: str
+    port: int
+    """The port it listens on at 127.0.0.1 inside a run's own network namespace."""
+
+    async def serve(self, listener: socket.socket, run_id: str | None) -> ServedListener:
+        """Serve `listener`. `run_id` is the one run that can reach it, or None for a listener every run
+        of the backend shares (backends without a network namespace per run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """How a run sees its places: its working directory, its home, and each inbound service's URL."""
+
+    workdir: str
+    home: str
+    urls: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class SandboxSpec:
     """One run of one command. `run_id` is unique per dispatch attempt. `egress_allow` adds hosts to the
-    server's egress allowlist for this run (backends without network ignore it)."""
+    server's egress allowlist for this run (backends without network ignore it). `home_files` are placed
+    in the run's home before it starts (content, or a host file to copy), by path relative to the home;
+    `read_only` host directories are visible to the run at the same path; `services` are reachable at the
+    URLs `Sandbox.view()` gave."""
 
     run_id: str
     argv: list[str]
@@ -41,6 +72,9 @@ class SandboxSpec:
     egress_allow: tuple[str, ...] = ()
     events: EventSink = field(default=_ignore_events)
     limits: RequestedLimits = field(default_factory=RequestedLimits)
+    home_files: Mapping[str, bytes | Path] = field(default_factory=dict)
+    read_only: tuple[Path, ...] = ()
+    services: tuple[InboundService, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +115,10 @@ class Sandbox(Protocol):
 
     async def remove_workspace(self, workdir: Path) -> None:
         """Delete a workspace made by `create_workspace`, after its runs are killed. Never raises."""
+
+    async def view(self, run_id: str, workdir: Path, services: tuple[InboundService, ...]) -> RunView:
+        """How run `run_id` in `workdir` will see its places and reach `services` (start it with the same
+        services). Raises SandboxError when a service cannot be made reachable."""
 
     async def start(self, spec: SandboxSpec) -> SandboxRun:
         """Start the command. Raises SandboxError when it cannot start (missing program, bad workdir)."""

@@ -27,9 +27,17 @@ from pathlib import Path
 
 from outpost.errors import InvalidInput, SandboxError
 from outpost.sandbox import bwrap_fs, cgroups, mounts
-from outpost.sandbox.base import LimitName, OutputLine, RequestedLimits, SandboxSpec
-from outpost.sandbox.bwrap_args import SANDBOX_PATH, as_user, bwrap_argv, host_path_of_program
-from outpost.sandbox.bwrap_fs import DEFAULT_DISK, DEFAULT_RUN_DIR, DiskLimits, JobPaths
+from outpost.sandbox.base import (
+    InboundService,
+    LimitName,
+    OutputLine,
+    RequestedLimits,
+    RunView,
+    SandboxSpec,
+    ServedListener,
+)
+from outpost.sandbox.bwrap_args import SANDBOX_PATH, WORKSPACE, as_user, bwrap_argv, host_path_of_program
+from outpost.sandbox.bwrap_fs import DEFAULT_DISK, DEFAULT_RUN_DIR, HOME, DiskLimits, JobPaths
 from outpost.sandbox.cgroups import JobCgroup, Limits
 from outpost.sandbox.child import Child
 from outpost.sandbox.egress_policy import compose_policy
@@ -51,7 +59,7 @@ class BwrapRun:
         parked: _Parked,
         paths: JobPaths,
         cgroup: JobCgroup,
-        egress: EgressListener,
+        listeners: list[ServedListener],
         on_gone: list[Callable[[], None]],
         max_line_bytes: int,
     ) -> None:
@@ -59,7 +67,7 @@ class BwrapRun:
         self._sandbox_pid = parked.sandbox_pid
         self._paths = paths
         self._cgroup = cgroup
-        self._egress = egress
+        self._listeners = listeners
         self._cleanups = on_gone
         self._max_line_bytes = max_line_bytes
 
@@ -91,7 +99,8 @@ class BwrapRun:
                 os.kill(self._sandbox_pid, signal.SIGKILL)
         await self._child.wait()
         self._child.close_pipes()
-        await self._egress.close()  # releases the network namespace the listener lives in
+        for listener in self._listeners:  # the egress proxy's and the services': they keep the
+            await listener.close()  # sandbox's network namespace alive until closed
         # Once every process is gone: cgroup, staged files and uid are free (in a thread: a cgroup that
         # is still busy for a moment is retried with short sleeps).
         cleanups, self._cleanups = self._cleanups, []
@@ -145,8 +154,13 @@ class BwrapSandbox:
         except SandboxError:
             log.exception("workspace %s left behind; the next start's janitor removes it", workdir)
 
+    async def view(self, run_id: str, workdir: Path, services: tuple[InboundService, ...]) -> RunView:
+        """Every run sees the same places; each service listens at 127.0.0.1 in the run's own namespace."""
+        urls = {service.name: f"http://127.0.0.1:{service.port}" for service in services}
+        return RunView(workdir=WORKSPACE, home=HOME, urls=urls)
+
     async def start(self, spec: SandboxSpec) -> BwrapRun:
-        if host_path_of_program(spec.argv[0], spec.workdir) is None:
+        if host_path_of_program(spec.argv[0], spec.workdir, spec.read_only) is None:
             raise SandboxError(f"cannot start {spec.argv[0]!r}: no such program in the sandbox")
         uid = self._uids.acquire()
         paths = JobPaths(self._staging_dir / spec.run_id)
@@ -155,7 +169,7 @@ class BwrapSandbox:
             lambda: self._unstage(paths),
         ]
         try:
-            await asyncio.to_thread(self._stage, paths, spec.workdir, uid)
+            await asyncio.to_thread(self._stage, paths, spec, uid)
             parked = await _launch(spec, paths, uid)
         except (OSError, ValueError, SandboxError) as exc:
             _run_all(cleanups)
@@ -167,19 +181,25 @@ class BwrapSandbox:
             _run_all(cleanups)
             raise
         cleanups.append(cgroup.remove)
+        listeners: list[ServedListener] = []
         try:
-            egress = await self._open_egress(spec, parked)
+            listeners.append(await self._open_egress(spec, parked))
+            for service in spec.services:
+                sock = await asyncio.to_thread(listener_in_netns, parked.sandbox_pid, service.port)
+                listeners.append(await service.serve(sock, spec.run_id))
         except (OSError, InvalidInput) as exc:
+            for listener in listeners:
+                await listener.close()
             await parked.abandon()
             _run_all(cleanups)
-            raise SandboxError(f"cannot open the sandbox's egress proxy: {exc}") from exc
+            raise SandboxError(f"cannot open the sandbox's network listeners: {exc}") from exc
         parked.release()
-        return BwrapRun(parked, paths, cgroup, egress, cleanups, self._max_line_bytes)
+        return BwrapRun(parked, paths, cgroup, listeners, cleanups, self._max_line_bytes)
 
-    def _stage(self, paths: JobPaths, workdir: Path, uid: int) -> None:
+    def _stage(self, paths: JobPaths, spec: SandboxSpec, uid: int) -> None:
         with self._staging_lock:  # the last run's _unstage() may be removing the staging dir
             bwrap_fs.searchable_dir(self._staging_dir)
-            bwrap_fs.stage(paths, workdir, uid)
+            bwrap_fs.stage(paths, spec.workdir, uid, spec.read_only, spec.home_files)
 
     def _unstage(self, paths: JobPaths) -> None:
         bwrap_fs.remove(paths)

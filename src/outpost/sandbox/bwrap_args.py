@@ -52,6 +52,8 @@ def bwrap_argv(spec: SandboxSpec, paths: JobPaths, info_fd: int, block_fd: int, 
     argv += ["--proc", "/proc", "--dev", "/dev"]
     for source, inside in (("tmp", "/tmp"), ("home", HOME), ("shm", "/dev/shm")):
         argv += ["--bind", str(paths.scratch / source), inside]
+    for index, host_dir in enumerate(spec.read_only):
+        argv += ["--ro-bind", str(paths.read_only(index)), str(host_dir)]
     argv += ["--bind", str(paths.workspace), WORKSPACE, "--chdir", WORKSPACE, "--remount-ro", "/"]
     argv += ["--info-fd", str(info_fd), "--block-fd", str(block_fd), "--seccomp", str(seccomp_fd)]
     return [*argv, "--", *spec.argv]
@@ -63,13 +65,16 @@ def as_user(uid: int, argv: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
 
 
-def host_path_of_program(program: str, workdir: Path) -> Path | None:
+def host_path_of_program(program: str, workdir: Path, read_only: tuple[Path, ...] = ()) -> Path | None:
     """Where the sandbox's `program` lives on the host (its /usr is the host's, /bin and friends link into
-    it, /workspace is the workdir), or None when there is no such executable."""
+    it, /workspace is the workdir, read-only binds keep their host path), or None when there is no such
+    executable."""
     candidates = [program] if "/" in program else [f"{d}/{program}" for d in SANDBOX_PATH.split(":")]
     for candidate in candidates:
         inside = Path(candidate)
-        if inside.is_relative_to(WORKSPACE):
+        if any(inside.is_relative_to(directory) for directory in read_only):
+            host = inside
+        elif inside.is_relative_to(WORKSPACE):
             host = workdir / inside.relative_to(WORKSPACE)
         elif inside.parts[1:2] in (("bin",), ("sbin",), ("lib",), ("lib64",)):
             host = Path("/usr") / inside.relative_to("/")

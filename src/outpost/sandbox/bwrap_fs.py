@@ -8,6 +8,7 @@ require the data dir (often under a private home) to be searchable, the server s
     scratch/                              a tmpfs capped in size and inodes, owned by the job's uid,
         tmp/ home/ shm/                   bound at /tmp, the home dir and /dev/shm
     workspace/                            a bind mount of the dispatch's workspace (itself a capped tmpfs)
+    ro/0, ro/1, …                         bind mounts of host directories the run may read (agent CLIs)
 
 so every place the command can write ends in ENOSPC at a known size and file count.
 """
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from outpost.sandbox import mounts
+from outpost.sandbox.home_files import place_home_files
 
 DEFAULT_RUN_DIR = Path("/run/outpost")
 # The scratch tmpfs holds the run's /tmp, home and /dev/shm together; its pages also count against the
@@ -58,6 +61,13 @@ class JobPaths:
     def workspace(self) -> Path:
         return self.root / "workspace"
 
+    @property
+    def home(self) -> Path:
+        return self.scratch / "home"
+
+    def read_only(self, index: int) -> Path:
+        return self.root / "ro" / str(index)
+
     def is_full(self) -> bool:
         """Whether the run has filled its workspace or its scratch space (in bytes or in files)."""
         return mounts.is_full(self.workspace) or mounts.is_full(self.scratch)
@@ -72,16 +82,27 @@ def searchable_dir(path: Path) -> Path:
     return path
 
 
-def stage(paths: JobPaths, workdir: Path, uid: int) -> None:
-    """Stage one run's files for `uid`; on failure nothing is left behind."""
+def stage(
+    paths: JobPaths,
+    workdir: Path,
+    uid: int,
+    read_only: tuple[Path, ...] = (),
+    home_files: Mapping[str, bytes | Path] | None = None,
+) -> None:
+    """Stage one run's files for `uid`; on failure nothing is left behind. `read_only` host directories
+    are bound under the run dir, which the run's uid can reach whatever their own parents' modes."""
     try:
         paths.root.mkdir(mode=SEARCHABLE)
         paths.root.chmod(SEARCHABLE)  # mkdir's mode is filtered by the umask
         _write_etc(paths.etc, uid)
         _mount_scratch(paths.scratch, uid)
+        place_home_files(paths.home, home_files or {}, uid)
         paths.workspace.mkdir()
         mounts.bind(workdir, paths.workspace)
         _chown_tree(workdir, uid)
+        for index, source in enumerate(read_only):
+            paths.read_only(index).mkdir(parents=True)
+            mounts.bind(source, paths.read_only(index))
     except BaseException:
         remove(paths)
         raise
@@ -89,8 +110,7 @@ def stage(paths: JobPaths, workdir: Path, uid: int) -> None:
 
 def remove(paths: JobPaths) -> None:
     """Unmount and delete a run's staged files (its workspace itself stays: the worker owns it)."""
-    for mount_point in (paths.workspace, paths.scratch):  # the only mounts stage() makes
-        mounts.unmount(mount_point)
+    mounts.unmount_all_under(paths.root)  # the workspace, scratch and read-only binds stage() made
     shutil.rmtree(paths.root, ignore_errors=True)
 
 

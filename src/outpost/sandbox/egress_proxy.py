@@ -33,6 +33,7 @@ from typing import cast
 
 from outpost.sandbox.egress_http import ProxyRequest, Refused, parse_request_head, upstream_head
 from outpost.sandbox.egress_policy import EgressPolicy, check_server_name
+from outpost.sandbox.served import ServedServer
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +93,7 @@ class _Job:
             log.exception("recording an egress decision for job %s failed", self.name)
 
 
-class EgressListener:
-    """A served listener. `close()` stops accepting, closes the socket (releasing the sandbox's network
-    namespace) and ends every open connection of this listener; it is idempotent and never raises."""
-
-    def __init__(self, server: asyncio.Server, connections: set[asyncio.Task[None]]) -> None:
-        self._server = server
-        self._connections = connections
-
-    async def close(self) -> None:
-        self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
+EgressListener = ServedServer
 
 
 async def resolve_with_getaddrinfo(host: str, port: int) -> list[str]:

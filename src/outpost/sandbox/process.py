@@ -2,6 +2,8 @@
 
 It exists for machines without bubblewrap. Each run gets its own session and process group and a
 marker in its environment; kill() signals the group, then sweeps /proc for marked processes that left it.
+Runs share the host's network, so an inbound service gets one host listener on an ephemeral loopback port
+that every run of this backend reaches (the service tells runs apart by their credentials).
 """
 
 from __future__ import annotations
@@ -11,13 +13,23 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from outpost.errors import SandboxError
 from outpost.sandbox import procfs
-from outpost.sandbox.base import LimitName, OutputLine, RequestedLimits, SandboxSpec
+from outpost.sandbox.base import (
+    InboundService,
+    LimitName,
+    OutputLine,
+    RequestedLimits,
+    RunView,
+    SandboxSpec,
+    ServedListener,
+)
 from outpost.sandbox.child import Child
+from outpost.sandbox.home_files import place_home_files
 from outpost.sandbox.naming import instance_marker, workspaces_dir
 from outpost.sandbox.streams import merged_lines
 
@@ -25,10 +37,11 @@ BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 class ProcessRun:
-    def __init__(self, process: Child, marker: str, max_line_bytes: int) -> None:
+    def __init__(self, process: Child, marker: str, max_line_bytes: int, home: Path) -> None:
         self._process = process
         self._marker = marker
         self._max_line_bytes = max_line_bytes
+        self._home = home
 
     def output(self) -> AsyncIterator[OutputLine]:
         return merged_lines(self._process.stdout, self._process.stderr, self._max_line_bytes)
@@ -45,6 +58,7 @@ class ProcessRun:
         await asyncio.to_thread(procfs.kill_marked, self._marker)
         await self._process.wait()
         self._process.close_pipes()
+        await asyncio.to_thread(shutil.rmtree, self._home, True)
 
 
 class ProcessSandbox:
@@ -54,7 +68,10 @@ class ProcessSandbox:
     def __init__(self, data_dir: Path, max_line_bytes: int) -> None:
         self._instance = instance_marker(data_dir)
         self._workspaces_dir = workspaces_dir(data_dir)
+        self._homes_dir = data_dir.resolve() / "homes"
         self._max_line_bytes = max_line_bytes
+        self._shared: dict[str, tuple[str, ServedListener]] = {}
+        self._shared_lock = asyncio.Lock()
 
     async def create_workspace(self, name: str, limits: RequestedLimits) -> Path:
         """A plain directory: this backend has no disk limit."""
@@ -68,21 +85,49 @@ class ProcessSandbox:
     async def remove_workspace(self, workdir: Path) -> None:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
+    async def view(self, run_id: str, workdir: Path, services: tuple[InboundService, ...]) -> RunView:
+        urls = {service.name: await self._shared_url(service) for service in services}
+        return RunView(workdir=str(workdir), home=str(self._homes_dir / run_id), urls=urls)
+
     async def start(self, spec: SandboxSpec) -> ProcessRun:
         marker = f"{self._instance}:{spec.run_id}"
-        env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8", **spec.env}
+        home = self._homes_dir / spec.run_id
+        await asyncio.to_thread(_fresh_home, home, spec)
+        env = {"PATH": BASE_PATH, "HOME": str(home), "LANG": "C.UTF-8", **spec.env}
         env[procfs.MARKER_VARIABLE] = marker
         try:
             process = await Child.spawn(spec.argv, cwd=spec.workdir, env=env, new_session=True)
         except OSError as exc:
+            await asyncio.to_thread(shutil.rmtree, home, True)
             raise SandboxError(f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}") from exc
-        return ProcessRun(process, marker, self._max_line_bytes)
+        return ProcessRun(process, marker, self._max_line_bytes, home)
+
+    async def _shared_url(self, service: InboundService) -> str:
+        """The URL of the service's one host listener, opened on first use and kept for the server's life."""
+        async with self._shared_lock:
+            if service.name not in self._shared:
+                listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    listener.bind(("127.0.0.1", 0))
+                    listener.listen(128)
+                except OSError as exc:
+                    listener.close()
+                    raise SandboxError(f"cannot open a listener for {service.name}: {exc}") from exc
+                url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+                self._shared[service.name] = (url, await service.serve(listener, None))
+            return self._shared[service.name][0]
 
     async def reap_leftovers(self) -> int:
         return await asyncio.to_thread(procfs.kill_marked, f"{self._instance}:")
 
     def problems(self) -> list[str]:
         return []
+
+
+def _fresh_home(home: Path, spec: SandboxSpec) -> None:
+    _fresh_directory(home)
+    home.chmod(0o700)
+    place_home_files(home, spec.home_files, None)
 
 
 def _fresh_directory(path: Path) -> None:

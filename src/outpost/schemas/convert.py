@@ -25,6 +25,7 @@ def dispatch_read(row: DispatchRow) -> DispatchRead:
             cache_read_tokens=row.cache_read_tokens, cache_write_tokens=row.cache_write_tokens,
         ),
         cost_usd=row.cost_micro_usd / 1_000_000,
+        cli_cost_usd=None if row.cli_cost_micro_usd is None else row.cli_cost_micro_usd / 1_000_000,
         max_cost_usd=None if row.max_cost_micro_usd is None else row.max_cost_micro_usd / 1_000_000,
         limits=DispatchLimits.model_validate(row.limits) if row.limits else None,
         egress_allow=row.egress_allow or [],

@@ -147,6 +147,8 @@ class DispatchRead(BaseModel):
     failure: Failure | None
     usage: Usage
     cost_usd: float
+    cli_cost_usd: float | None
+    """The cost the agent CLI reported itself, where it reports one (a cross-check of `cost_usd`)."""
     max_cost_usd: float | None
     limits: DispatchLimits | None
     egress_allow: list[str]

@@ -165,7 +165,6 @@ class DispatchService:
                 "persistent workspaces are not supported by this server yet", field="workspace"
             )
         self._agents.check_available(request.agent)
-        resolve_model(default_catalog(), request.agent, request.tier, request.model)
         return effective
 
     async def _tenant_caps(self, tenant_id: str) -> dict[str, float]:
@@ -186,7 +185,7 @@ class DispatchService:
         return DispatchRow(
             id=new_ulid(), tenant_id=caller.tenant_id, status=DispatchStatus.QUEUED, version=1, attempt=0,
             event_seq=1, agent=request.agent, task=request.task, tier=request.tier or Tier.BALANCED,
-            model=request.model, timeout_s=effective.timeout_s,
+            model=_model_in_force(request), timeout_s=effective.timeout_s,
             env=request.env, labels=request.labels,
             max_cost_micro_usd=round(max_cost * 1_000_000) if max_cost is not None else None,
             limits=effective.sandbox or None,
@@ -196,6 +195,13 @@ class DispatchService:
             failure_detail=None, input_tokens=0, output_tokens=0, cache_read_tokens=0,
             cache_write_tokens=0, cost_micro_usd=0,
         )  # fmt: skip
+
+
+def _model_in_force(request: DispatchCreate) -> str | None:
+    """The model the dispatch runs with: the one asked for, or its tier's (the API shows it). Raises
+    InvalidInput for a model the agent cannot use."""
+    choice = resolve_model(default_catalog(), request.agent, request.tier, request.model)
+    return choice.model.id if choice else None
 
 
 def _request_digest(request: DispatchCreate) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from outpost.agents.events import Usage
 from outpost.db.repositories import dispatches as repo
 from outpost.db.repositories import events as event_repo
 from outpost.db.repositories import tenants as tenant_repo
@@ -25,6 +27,10 @@ class Outcome:
     result: str | None = None
     reason: FailureReason | None = None
     detail: str | None = None
+    usage: Usage | None = None
+    """Tokens the gateway metered (None: the run called no model)."""
+    cost_micro_usd: int = 0
+    cli_cost_micro_usd: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +93,7 @@ class RunService:
             # Inside one write transaction nobody else can change the row, so this cannot lose a race.
             return await transition(
                 conn, current, outcome.status, reason=outcome.reason, detail=outcome.detail,
-                exit_code=outcome.exit_code, result=outcome.result,
+                exit_code=outcome.exit_code, result=outcome.result, **_usage_values(outcome),
             )  # fmt: skip
 
     async def reconcile_lost(self) -> tuple[int, int]:
@@ -110,3 +116,14 @@ class RunService:
                     )
                     failed += 1
         return queued_again, failed
+
+
+def _usage_values(outcome: Outcome) -> dict[str, Any]:
+    usage = outcome.usage
+    if usage is None:
+        return {"cli_cost_micro_usd": outcome.cli_cost_micro_usd} if outcome.cli_cost_micro_usd else {}
+    return {
+        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens, "cache_write_tokens": usage.cache_write_tokens,
+        "cost_micro_usd": outcome.cost_micro_usd, "cli_cost_micro_usd": outcome.cli_cost_micro_usd,
+    }  # fmt: skip

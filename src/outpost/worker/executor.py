@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from outpost.agents.base import AgentRequest, OutputSummary
+from outpost.agents.events import AgentEvent
 from outpost.agents.registry import AgentRegistry
 from outpost.db.repositories.dispatches import DispatchRow
-from outpost.domain.dispatch import DispatchStatus, FailureReason, Tier
-from outpost.errors import SandboxError
-from outpost.sandbox.base import LimitName, RequestedLimits, Sandbox, SandboxRun, SandboxSpec
+from outpost.domain.dispatch import DispatchStatus, FailureReason
+from outpost.errors import InvalidInput, SandboxError
+from outpost.sandbox.base import LimitName, RequestedLimits, Sandbox, SandboxRun
 from outpost.services.runs import Outcome, RunService
 from outpost.settings import LimitSettings
+from outpost.worker.agent_launch import AgentRuntime, Launch, prepare_launch
 from outpost.worker.recorder import OutputRecorder
+from outpost.worker.run_meter import RunMeter
+from outpost.worker.run_report import RunReport, event_data
 
 log = logging.getLogger(__name__)
 # After the main process exits, how long stray children may keep its output pipes open.
@@ -30,12 +34,14 @@ class DispatchExecutor:
         runs: RunService,
         sandbox: Sandbox,
         agents: AgentRegistry,
+        runtime: AgentRuntime,
         limits: LimitSettings,
         flush_s: float,
     ) -> None:
         self._runs = runs
         self._sandbox = sandbox
         self._agents = agents
+        self._runtime = runtime
         self._limits = limits
         self._flush_s = flush_s
 
@@ -73,26 +79,28 @@ class DispatchExecutor:
         running = await self._runs.mark_running(row)
         if running is None:
             return None  # cancelled before it started
-        adapter = self._agents.get(row.agent)
-        request = AgentRequest(task=row.task, tier=Tier(row.tier), model=row.model, env=row.env)
-        command = adapter.build_command(request)
         recorder = OutputRecorder(self._runs, row.id, self._flush_s, self._limits.max_log_bytes)
-        tenant_egress = await self._runs.tenant_egress_allow(row.tenant_id)
-        spec = SandboxSpec(
-            run_id=f"{row.id}.{row.attempt}", argv=command.argv, env=command.env, workdir=workdir,
-            events=recorder.event, limits=limits,
-            egress_allow=(*tenant_egress, *(row.egress_allow or ())),
-        )  # fmt: skip
         try:
-            run = await self._sandbox.start(spec)
-        except SandboxError as exc:
+            launch = await self._prepare(row, workdir, limits, recorder)
+            run = await self._sandbox.start(launch.spec)
+        except (SandboxError, InvalidInput) as exc:
             await recorder.close()
             return Outcome(DispatchStatus.FAILED, reason=FailureReason.SANDBOX_ERROR, detail=exc.detail)
         started.append(run)
         try:
-            return await self._supervise(run, row, abort, recorder, adapter.new_summary())
+            return await self._supervise(run, row, abort, recorder, launch)
         finally:
+            launch.revoke(self._runtime)
             await recorder.close()
+
+    async def _prepare(
+        self, row: DispatchRow, workdir: Path, limits: RequestedLimits, recorder: OutputRecorder
+    ) -> Launch:
+        tenant_egress = await self._runs.tenant_egress_allow(row.tenant_id)
+        return await prepare_launch(
+            self._runtime, self._sandbox, self._agents.get(row.agent), row, workdir, limits,
+            recorder.event, (*tenant_egress, *(row.egress_allow or ())),
+        )  # fmt: skip
 
     async def _supervise(
         self,
@@ -100,34 +108,47 @@ class DispatchExecutor:
         row: DispatchRow,
         abort: asyncio.Event,
         recorder: OutputRecorder,
-        summary: OutputSummary,
+        launch: Launch,
     ) -> Outcome:
-        output = asyncio.create_task(_record_output(run, recorder, summary))
+        report = launch.report
+        output = asyncio.create_task(_record_output(run, recorder, report))
         exited = asyncio.create_task(run.wait())
         aborted = asyncio.create_task(abort.wait())
+        gave_up = asyncio.create_task(launch.meter.gave_up.wait()) if launch.meter else aborted
         try:
-            await asyncio.wait({exited, aborted}, timeout=row.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {exited, aborted, gave_up}, timeout=row.timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             aborted.cancel()
+            gave_up.cancel()
         # Decide what ended the run before killing it: the kill makes `exited` complete too.
         exited_first = exited.done()
         if not exited_first:
             await run.kill()
             exited.cancel()
         await _drain(output, run)
+        _record_agent_events(recorder, report.finish())
         if exited_first:
             code = exited.result()
             # Only a failed run can have failed on a limit; a success skips the cgroup and disk reads.
             exceeded = await run.limit_exceeded() if code != 0 else None
-            return _exit_outcome(code, summary, exceeded)
+            return _with_metering(_exit_outcome(code, report, exceeded, launch.meter), launch)
         if abort.is_set():
-            return Outcome(DispatchStatus.CANCELLED, result=summary.result())
-        return Outcome(
+            return _with_metering(Outcome(DispatchStatus.CANCELLED, result=report.result()), launch)
+        failure = launch.meter.last_failure if launch.meter is not None else None
+        if failure is not None and launch.meter is not None and launch.meter.gave_up.is_set():
+            detail = f"{failure.detail()} (the run was stopped: retrying could not succeed)"
+            reason = ERROR_KIND_FAILURES[failure.failure.kind]
+            stopped = Outcome(DispatchStatus.FAILED, result=report.result(), reason=reason, detail=detail)
+            return _with_metering(stopped, launch)
+        timed_out = Outcome(
             DispatchStatus.TIMED_OUT,
-            result=summary.result(),
+            result=report.result(),
             reason=FailureReason.TIMED_OUT,
             detail=f"killed after its {row.timeout_s} s limit",
         )
+        return _with_metering(timed_out, launch)
 
 
 def _requested_limits(stored: dict[str, float] | None) -> RequestedLimits:
@@ -159,10 +180,17 @@ async def _to_the_end(cleanups: list[Coroutine[Any, Any, None]]) -> None:
         raise
 
 
-async def _record_output(run: SandboxRun, recorder: OutputRecorder, summary: OutputSummary) -> None:
+async def _record_output(run: SandboxRun, recorder: OutputRecorder, report: RunReport) -> None:
     async for line in run.output():
-        summary.feed(line.stream, line.text)
         recorder.add(line)
+        _record_agent_events(recorder, report.feed(line.stream, line.text))
+
+
+def _record_agent_events(recorder: OutputRecorder, events: list[AgentEvent]) -> None:
+    for event in events:
+        data = event_data(event)
+        if data is not None:
+            recorder.add_event("agent", data)
 
 
 async def _drain(output: asyncio.Task[None], run: SandboxRun) -> None:
@@ -178,16 +206,51 @@ LIMIT_FAILURES = {
     "pids": (FailureReason.PIDS, "the run reached its process limit"),
     "disk_full": (FailureReason.DISK_FULL, "the run filled its workspace or scratch space"),
 }
+ERROR_KIND_FAILURES = {
+    "auth": FailureReason.AUTH,
+    "quota": FailureReason.QUOTA,
+    "provider_error": FailureReason.PROVIDER_ERROR,
+    "max_turns": FailureReason.MAX_TURNS,
+}
 
 
-def _exit_outcome(exit_code: int, summary: OutputSummary, exceeded: LimitName | None) -> Outcome:
-    if exit_code == 0:
-        return Outcome(DispatchStatus.SUCCEEDED, exit_code=0, result=summary.result())
-    detail = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with status {exit_code}"
-    reason = FailureReason.AGENT_ERROR
+def _exit_outcome(
+    exit_code: int, report: RunReport, exceeded: LimitName | None, meter: RunMeter | None
+) -> Outcome:
+    if exit_code == 0 and not report.failed:
+        return Outcome(DispatchStatus.SUCCEEDED, exit_code=0, result=report.result())
+    reason, detail = _failure(exit_code, report, exceeded, meter)
+    return Outcome(
+        DispatchStatus.FAILED, exit_code=exit_code, result=report.result(), reason=reason, detail=detail
+    )
+
+
+def _failure(
+    exit_code: int, report: RunReport, exceeded: LimitName | None, meter: RunMeter | None
+) -> tuple[FailureReason, str]:
+    """The most precise reason: a limit the sandbox saw, then what the provider answered (the gateway saw
+    it first-hand), then what the agent said, else a plain agent error."""
+    ending = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with status {exit_code}"
     if exceeded is not None:
         reason, limit_detail = LIMIT_FAILURES[exceeded]
-        detail = f"{limit_detail} ({detail})"
-    return Outcome(
-        DispatchStatus.FAILED, exit_code=exit_code, result=summary.result(), reason=reason, detail=detail
+        return reason, f"{limit_detail} ({ending})"
+    failure = meter.last_failure if meter is not None else None
+    if failure is not None:
+        return ERROR_KIND_FAILURES[failure.failure.kind], f"{failure.detail()} ({ending})"
+    if report.error_kind is not None:
+        return ERROR_KIND_FAILURES[report.error_kind], f"{report.error_message} ({ending})"
+    if report.failed:
+        return FailureReason.AGENT_ERROR, f"the agent reported a failure ({ending})"
+    return FailureReason.AGENT_ERROR, ending
+
+
+def _with_metering(outcome: Outcome, launch: Launch) -> Outcome:
+    """The gateway's usage and cost (authoritative), and the CLI's own cost report as a cross-check."""
+    meter, final = launch.meter, launch.report.final
+    cli_cost = final.cost_usd if final is not None else None
+    return replace(
+        outcome,
+        usage=meter.usage if meter is not None else None,
+        cost_micro_usd=meter.cost_micro_usd if meter is not None else 0,
+        cli_cost_micro_usd=round(cli_cost * 1_000_000) if cli_cost is not None else None,
     )

@@ -38,6 +38,17 @@ class OutputRecorder:
         else:
             self._schedule(self._flush_s)
 
+    def add_event(self, kind: str, data: dict[str, object]) -> None:
+        """Record an event derived from the output (a parsed agent event); it counts against the same
+        budget as the lines, so an agent printing without end cannot grow the event log without end."""
+        size = len(repr(data))
+        if size > self._budget_bytes:
+            self._truncate()
+            return
+        self._budget_bytes -= size
+        self._pending.append(NewEvent(kind, data))
+        self._schedule(0 if len(self._pending) >= MAX_BATCH_EVENTS else self._flush_s)
+
     def note(self, message: str) -> None:
         self.event("notice", {"message": message})
 

@@ -46,6 +46,7 @@ class DispatchRow:
     cache_read_tokens: int
     cache_write_tokens: int
     cost_micro_usd: int
+    cli_cost_micro_usd: int | None = None
 
 
 async def insert_dispatch(conn: Connection, row: DispatchRow) -> None:

@@ -1,0 +1,279 @@
+"""Token usage read from a provider's own response, as the gateway forwards it: no I/O, bounded memory.
+
+The gateway passes the response bytes through unchanged and feeds a copy to a `UsageMeter`. Streamed
+replies are SSE; the meter parses them line by line and keeps only the latest usage it saw, so memory
+stays bounded however long the stream or whatever the upstream sends.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import orjson
+
+from outpost.agents.events import Usage, as_int
+
+WireApi = Literal["anthropic_messages", "openai_responses", "chat_completions", "gemini"]
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
+# Terminal Responses events; earlier ones carry `usage: null` or a running figure we must not bill.
+_RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Anthropic's usage keys and ours; `message_delta` repeats only some of them, cumulatively.
+_ANTHROPIC_KEYS = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_input_tokens", "cache_read_tokens"),
+    ("cache_creation_input_tokens", "cache_write_tokens"),
+)
+
+
+def wire_api_for(path: str) -> WireApi | None:
+    """The wire API a request path (after the provider prefix) speaks, or None when it is not metered."""
+    path = path.split("?", 1)[0].rstrip("/")
+    if path.endswith("/messages"):
+        return "anthropic_messages"
+    if path.endswith("/responses"):
+        return "openai_responses"
+    if path.endswith("/chat/completions"):
+        return "chat_completions"
+    if path.endswith((":generateContent", ":streamGenerateContent")):
+        return "gemini"
+    return None  # count_tokens, countTokens, model lists and anything unknown cost nothing
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredCall:
+    """One model call's usage as the provider reported it, and the model it says answered."""
+
+    model: str | None
+    usage: Usage
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _name(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _minus(total: int, *parts: int) -> int:
+    """Uncached input from an inclusive count; a hostile upstream must not make it negative."""
+    return max(0, total - sum(parts))
+
+
+def _anthropic_usage(raw: dict[str, Any], base: Usage | None = None) -> Usage:
+    """Fields present in `raw` replace those of `base`: `message_delta` counts are cumulative."""
+    present = {ours: as_int(raw[theirs]) for theirs, ours in _ANTHROPIC_KEYS if raw.get(theirs) is not None}
+    return replace(base or Usage(), **present)
+
+
+def _responses_usage(raw: dict[str, Any]) -> Usage:
+    # input_tokens includes cached reads and (where reported, e.g. OpenRouter) cache writes.
+    details = _dict(raw.get("input_tokens_details"))
+    read, write = as_int(details.get("cached_tokens")), as_int(details.get("cache_write_tokens"))
+    prompt = as_int(raw.get("input_tokens"))
+    return Usage(_minus(prompt, read, write), as_int(raw.get("output_tokens")), read, write)
+
+
+def _chat_usage(raw: dict[str, Any]) -> Usage:
+    details = _dict(raw.get("prompt_tokens_details"))
+    # DeepSeek reports cache hits at the top level; when both are sent they agree.
+    read = max(as_int(details.get("cached_tokens")), as_int(raw.get("prompt_cache_hit_tokens")))
+    write = as_int(details.get("cache_write_tokens"))
+    prompt = as_int(raw.get("prompt_tokens"))
+    return Usage(_minus(prompt, read, write), as_int(raw.get("completion_tokens")), read, write)
+
+
+def _gemini_usage(raw: dict[str, Any]) -> Usage:
+    read = as_int(raw.get("cachedContentTokenCount"))
+    # Tool-use prompt tokens sit outside promptTokenCount but are billed as input.
+    prompt = as_int(raw.get("promptTokenCount")) + as_int(raw.get("toolUsePromptTokenCount"))
+    output = as_int(raw.get("candidatesTokenCount")) + as_int(raw.get("thoughtsTokenCount"))
+    return Usage(_minus(prompt, read), output, read, 0)
+
+
+def _json(raw: bytes | bytearray | memoryview) -> object:
+    """Parsed JSON, or None for anything else (garbage, bad UTF-8, hostile nesting)."""
+    try:
+        return orjson.loads(raw)
+    except (ValueError, RecursionError):  # orjson refuses deep nesting with a ValueError subclass
+        return None
+
+
+class _Lines:
+    """Splits chunks into SSE lines (ending in \\n, \\r\\n or \\r) holding at most `limit` bytes of one.
+
+    A longer line is dropped as it arrives, never buffered whole; it is reported as None so the
+    event it belonged to can be dropped too rather than read from its remaining lines.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._partial = bytearray()
+        self._skipping = False  # inside an overlong line: discard bytes until it ends
+        self._after_cr = False  # the last chunk ended in \r, so a \n opening the next one ends nothing
+
+    def feed(self, chunk: bytes) -> list[bytes | None]:
+        view, start = memoryview(chunk), 0
+        lines: list[bytes | None] = []
+        if self._after_cr and chunk[:1] == b"\n":
+            start = 1
+        for match in _EOL.finditer(chunk, start):
+            self._take(view[start : match.start()])
+            lines.append(None if self._skipping else bytes(self._partial))
+            self._partial.clear()
+            self._skipping = False
+            start = match.end()
+        self._take(view[start:])
+        if chunk:
+            self._after_cr = chunk.endswith(b"\r")
+        return lines
+
+    def _take(self, piece: memoryview) -> None:
+        if self._skipping:
+            return
+        if len(self._partial) + len(piece) > self._limit:
+            self._partial.clear()
+            self._skipping = True
+            return
+        self._partial += piece
+
+
+class UsageMeter:
+    """Reads one response's usage from its bytes. `feed` every chunk in order, then `finish` once."""
+
+    def __init__(
+        self,
+        api: WireApi,
+        *,
+        streaming: bool,
+        request_model: str | None,
+        max_line_bytes: int = 1 << 20,
+        max_body_bytes: int = 32 << 20,
+    ) -> None:
+        self._api: WireApi = api
+        self._streaming = streaming
+        self._request_model = request_model
+        self._max_line_bytes = max_line_bytes
+        self._max_body_bytes = max_body_bytes
+        self._model: str | None = None
+        self._usage: Usage | None = None
+        # Non-streaming: the whole body, unless it outgrew max_body_bytes.
+        self._body: bytearray | None = bytearray()
+        # Streaming: the SSE event being read.
+        self._lines = _Lines(max_line_bytes)
+        self._first_line = True
+        self._data: list[bytes] = []
+        self._data_bytes = 0
+        self._event_name: str | None = None
+        self._event_broken = False  # a line of it was dropped, or its data grew past max_line_bytes
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next piece of the response body, cut anywhere."""
+        if not self._streaming:
+            self._buffer(chunk)
+            return
+        for line in self._lines.feed(chunk):
+            self._line(line)
+
+    def finish(self) -> MeteredCall | None:
+        """The call's usage, or None when the response told none (cut short, malformed, no usage)."""
+        # A streamed event not closed by a blank line is incomplete: SSE clients drop it too.
+        if not self._streaming and self._body is not None:
+            self._read_body(_json(self._body))
+            self._body = None
+        if self._usage is None:
+            return None
+        return MeteredCall(self._model or self._request_model, self._usage)
+
+    # --- non-streaming --------------------------------------------------------------------------
+
+    def _buffer(self, chunk: bytes) -> None:
+        if self._body is None:
+            return
+        if len(self._body) + len(chunk) > self._max_body_bytes:
+            self._body = None  # too big to be a model reply worth parsing: give up, free the memory
+            return
+        self._body += chunk
+
+    def _read_body(self, body: object) -> None:
+        if isinstance(body, list) and self._api == "gemini":
+            # Gemini's non-SSE stream form is a JSON array of responses with cumulative usage.
+            for item in body:
+                self._read_response(_dict(item))
+        else:
+            self._read_response(_dict(body))
+
+    def _read_response(self, response: dict[str, Any]) -> None:
+        """One whole reply object (a JSON body, or a chunk shaped like one): its usage replaces any seen."""
+        gemini = self._api == "gemini"
+        self._model = _name(response.get("modelVersion" if gemini else "model")) or self._model
+        raw = response.get("usageMetadata" if gemini else "usage")
+        if not isinstance(raw, dict):
+            return
+        if self._api == "anthropic_messages":
+            self._usage = _anthropic_usage(raw)
+        elif self._api == "openai_responses":
+            self._usage = _responses_usage(raw)
+        elif self._api == "chat_completions":
+            self._usage = _chat_usage(raw)
+        else:
+            self._usage = _gemini_usage(raw)
+
+    # --- streaming ------------------------------------------------------------------------------
+
+    def _line(self, line: bytes | None) -> None:
+        if line is None:
+            self._event_broken = True
+            return
+        if self._first_line:
+            line, self._first_line = line.removeprefix(_BOM), False
+        if not line:
+            self._dispatch()
+            return
+        field, _, value = line.partition(b":")
+        value = value.removeprefix(b" ")
+        if field == b"data":
+            self._data_bytes += len(value) + 1
+            if self._data_bytes > self._max_line_bytes:
+                self._event_broken, self._data = True, []
+            elif not self._event_broken:
+                self._data.append(value)
+        elif field == b"event":
+            self._event_name = value.decode("utf-8", "replace")
+        # Comments (empty field name), id, retry and unknown fields say nothing about usage.
+
+    def _dispatch(self) -> None:
+        data, name, broken = self._data, self._event_name, self._event_broken
+        self._data, self._data_bytes, self._event_name, self._event_broken = [], 0, None, False
+        if broken or not data:
+            return
+        payload = b"\n".join(data)
+        if payload.strip() == b"[DONE]":
+            return
+        event = _json(payload)
+        if isinstance(event, dict):
+            self._event(event, _name(event.get("type")) or name)
+
+    def _event(self, event: dict[str, Any], kind: str | None) -> None:
+        if self._api == "anthropic_messages":
+            self._anthropic_event(event, kind)
+        elif self._api == "openai_responses":
+            response = _dict(event.get("response"))
+            self._model = _name(response.get("model")) or self._model
+            if kind in _RESPONSES_FINAL:
+                self._read_response(response)
+        else:
+            self._read_response(event)  # chat and Gemini chunks are shaped like whole replies
+
+    def _anthropic_event(self, event: dict[str, Any], kind: str | None) -> None:
+        if kind == "message_start":
+            self._read_response(_dict(event.get("message")))
+        elif kind == "message_delta":
+            raw = event.get("usage")
+            if isinstance(raw, dict):
+                self._usage = _anthropic_usage(raw, self._usage)
