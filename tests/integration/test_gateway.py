@@ -209,3 +209,59 @@ async def test_a_malformed_request_gets_400(harness: Harness) -> None:
     writer.close()
     assert reply.startswith(b"HTTP/1.1 400")
     assert harness.fake.requests == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/anthropic/../openai/v1/responses",
+        "/anthropic/v1/./messages",
+        "/anthropic/%2e%2e/v1/messages",
+        "/anthropic/v1%2Fmessages",
+        "/anthropic//v1/messages",
+        "/anthropic/v1\\messages",
+        "http://evil.example/v1/messages",
+    ],
+)
+async def test_a_target_that_could_climb_out_of_the_provider_base_is_refused(
+    harness: Harness, target: str
+) -> None:
+    token = harness.grant()
+    host, port = harness.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST {target} HTTP/1.1\r\nHost: x\r\nx-api-key: {token}\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+    )
+    await writer.drain()
+    reply = await reader.read(4096)
+    writer.close()
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert harness.fake.requests == []
+
+
+@pytest.mark.parametrize("token", ["opgw_" + "A" * 5000, "Bearer", "opgw_\u00e9", "sk-real-looking"])
+async def test_odd_credentials_are_refused_without_reaching_the_provider(
+    harness: Harness, token: str
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{harness.url}/openai/v1/responses",
+            content=b"{}",
+            headers={"authorization": f"Bearer {token}".encode()},
+        )
+    assert response.status_code == 401
+    assert harness.fake.requests == []
+
+
+@pytest.mark.parametrize(
+    "body", [b"{" * 50_000, b"not json at all", b'{"model": 7, "stream": "yes"}', b"\xff\xfe"]
+)
+async def test_a_hostile_body_is_forwarded_without_harm(harness: Harness, body: bytes) -> None:
+    token = harness.grant()
+    async with httpx.AsyncClient(timeout=10) as client:
+        url = f"{harness.url}/anthropic/v1/messages"
+        response = await client.post(url, content=body, headers={"x-api-key": token})
+        assert response.status_code < 600  # whatever the provider answered, relayed
+        assert harness.fake.requests[-1].api_key == REAL_KEY
+        again = await client.post(url, json=ANTHROPIC_BODY, headers={"x-api-key": token})
+        assert again.status_code == 200

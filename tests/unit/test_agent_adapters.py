@@ -249,7 +249,7 @@ def test_each_adapter_makes_a_fresh_parser_of_its_own_kind(agent: AgentName, par
 
 def test_executables_live_under_the_install_dir() -> None:
     registry = default_registry(INSTALL_DIR)
-    paths = {name: registry.get(name).executable(INSTALL_DIR) for name in registry.names()}
+    paths = {name: registry.get(name).executable() for name in registry.names()}
     assert paths == {
         AgentName.AIDER: INSTALL_DIR / "venvs/aider-chat/bin/aider",
         AgentName.CLAUDE: INSTALL_DIR / "npm/node_modules/.bin/claude",

@@ -31,7 +31,7 @@ def test_the_task_runs_as_a_shell_script_with_the_dispatch_env() -> None:
 def test_the_shell_needs_nothing_installed() -> None:
     agent = ShellAgent()
     assert agent.install is None
-    assert agent.executable(Path("/srv/outpost/agents")) == Path("/bin/sh")
+    assert agent.executable() == Path("/bin/sh")
 
 
 def test_stdout_lines_are_text_and_stderr_stays_raw() -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from outpost.agents.base import AgentCommand, AgentRun, GatewayAccess, Install, executable_path, venv_dir
-from outpost.agents.common import command_env, model_and_gateway
+from outpost.agents.base import AgentCommand, AgentRun, GatewayAccess, venv_dir
+from outpost.agents.common import InstalledAgent, command_env, model_and_gateway
 from outpost.agents.events import OutputParser
 from outpost.agents.parsers.aider import AiderOutputParser
 from outpost.agents.pins import AIDER_INSTALL
@@ -63,15 +63,9 @@ def price_map(install_dir: Path) -> Path:
     return site_packages / "litellm" / "model_prices_and_context_window_backup.json"
 
 
-class AiderAgent:
+class AiderAgent(InstalledAgent):
+    PIN = AIDER_INSTALL
     name = AgentName.AIDER
-    install: Install | None = AIDER_INSTALL
-
-    def __init__(self, install_dir: Path) -> None:
-        self.install_dir = install_dir
-
-    def executable(self, install_dir: Path) -> Path:
-        return executable_path(AIDER_INSTALL, install_dir)
 
     def build(self, run: AgentRun) -> AgentCommand:
         """Aider works in the process's cwd (`run.workdir`); it has no turn cap (one request per message,

@@ -73,11 +73,13 @@ class AgentCommand:
 
 class AgentAdapter(Protocol):
     name: AgentName
-    install: Install | None
-    """None for agents that need nothing installed (shell)."""
 
-    def executable(self, install_dir: Path) -> Path:
-        """Where the CLI lives once installed under `install_dir`."""
+    @property
+    def install(self) -> Install | None:
+        """The pinned package; None for agents that need nothing installed (shell)."""
+
+    def executable(self) -> Path:
+        """Where the CLI lives (under the install dir the adapter was made for)."""
 
     def build(self, run: AgentRun) -> AgentCommand:
         """The argv, environment and home files that run `run.task` headless, offline but for the

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from outpost.agents.base import AgentCommand, AgentRun, Install, executable_path
-from outpost.agents.common import command_env, model_and_gateway
+from outpost.agents.base import AgentCommand, AgentRun
+from outpost.agents.common import InstalledAgent, command_env, model_and_gateway
 from outpost.agents.events import OutputParser
 from outpost.agents.parsers.claude import ClaudeOutputParser
 from outpost.agents.pins import CLAUDE_INSTALL
@@ -15,15 +13,9 @@ MAX_RETRIES = "2"
 """Claude Code retries even a refused key with backoff, ten times by default (minutes of a dead run)."""
 
 
-class ClaudeAgent:
+class ClaudeAgent(InstalledAgent):
+    PIN = CLAUDE_INSTALL
     name = AgentName.CLAUDE
-    install: Install | None = CLAUDE_INSTALL
-
-    def __init__(self, install_dir: Path) -> None:
-        self.install_dir = install_dir
-
-    def executable(self, install_dir: Path) -> Path:
-        return executable_path(CLAUDE_INSTALL, install_dir)
 
     def build(self, run: AgentRun) -> AgentCommand:
         """Claude Code has no working-directory flag: it works in the process's cwd (`run.workdir`)."""

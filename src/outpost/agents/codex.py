@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from outpost.agents.base import AgentCommand, AgentRun, GatewayAccess, Install, executable_path
-from outpost.agents.common import command_env, model_and_gateway
+from outpost.agents.base import AgentCommand, AgentRun, GatewayAccess
+from outpost.agents.common import InstalledAgent, command_env, model_and_gateway
 from outpost.agents.events import OutputParser
 from outpost.agents.parsers.codex import CodexOutputParser
 from outpost.agents.pins import CODEX_INSTALL
@@ -43,15 +42,9 @@ def provider_overrides(gateway: GatewayAccess) -> list[str]:
     return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
 
 
-class CodexAgent:
+class CodexAgent(InstalledAgent):
+    PIN = CODEX_INSTALL
     name = AgentName.CODEX
-    install: Install | None = CODEX_INSTALL
-
-    def __init__(self, install_dir: Path) -> None:
-        self.install_dir = install_dir
-
-    def executable(self, install_dir: Path) -> Path:
-        return executable_path(CODEX_INSTALL, install_dir)
 
     def build(self, run: AgentRun) -> AgentCommand:
         """Codex has no turn cap; the dispatch timeout bounds it. Its stdin must be closed (a pipe would

@@ -1,11 +1,13 @@
-"""What every model-driven adapter does alike: insist on a model and the gateway, and layer its own
-environment over the dispatch's."""
+"""What every model-driven adapter does alike: know its pinned install, insist on a model and the
+gateway, and layer its own environment over the dispatch's."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
 
-from outpost.agents.base import AgentRun, GatewayAccess
+from outpost.agents.base import AgentRun, GatewayAccess, Install, executable_path
 from outpost.agents.catalog import ModelChoice
 from outpost.domain.dispatch import AgentName
 
@@ -24,3 +26,19 @@ def command_env(run: AgentRun, own: Mapping[str, str]) -> dict[str, str]:
     """The dispatch's variables with the adapter's own on top, so that a dispatch can never replace the
     gateway token, a base URL or an offline switch."""
     return {**run.env, **own}
+
+
+class InstalledAgent:
+    """An adapter whose CLI `outpost agents install` puts under `install_dir` (at `PIN`)."""
+
+    PIN: ClassVar[Install]
+
+    def __init__(self, install_dir: Path) -> None:
+        self.install_dir = install_dir
+
+    @property
+    def install(self) -> Install | None:
+        return self.PIN
+
+    def executable(self) -> Path:
+        return executable_path(self.PIN, self.install_dir)

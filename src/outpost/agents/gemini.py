@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from outpost.agents.base import AgentCommand, AgentRun, HomeFile, Install, executable_path
-from outpost.agents.common import command_env, model_and_gateway
+from outpost.agents.base import AgentCommand, AgentRun, HomeFile
+from outpost.agents.common import InstalledAgent, command_env, model_and_gateway
 from outpost.agents.events import OutputParser
 from outpost.agents.parsers.gemini import GeminiOutputParser
 from outpost.agents.pins import GEMINI_INSTALL
@@ -29,15 +28,9 @@ def settings(max_turns: int) -> dict[str, Any]:
     }
 
 
-class GeminiAgent:
+class GeminiAgent(InstalledAgent):
+    PIN = GEMINI_INSTALL
     name = AgentName.GEMINI
-    install: Install | None = GEMINI_INSTALL
-
-    def __init__(self, install_dir: Path) -> None:
-        self.install_dir = install_dir
-
-    def executable(self, install_dir: Path) -> Path:
-        return executable_path(GEMINI_INSTALL, install_dir)
 
     def build(self, run: AgentRun) -> AgentCommand:
         """Gemini CLI works in the process's cwd (`run.workdir`) and appends stdin to the prompt, so its

@@ -6,25 +6,17 @@ kept ready in `grok_build_command` for the day it can. The Grok output parser re
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from outpost.agents.base import AgentCommand, AgentRun, Install, executable_path
-from outpost.agents.common import command_env, model_and_gateway
+from outpost.agents.base import AgentCommand, AgentRun
+from outpost.agents.common import InstalledAgent, command_env, model_and_gateway
 from outpost.agents.events import OutputParser
 from outpost.agents.parsers.grok import GrokOutputParser
 from outpost.agents.pins import GROK_INSTALL
 from outpost.domain.dispatch import AgentName
 
 
-class GrokAgent:
+class GrokAgent(InstalledAgent):
+    PIN = GROK_INSTALL
     name = AgentName.GROK
-    install: Install | None = GROK_INSTALL
-
-    def __init__(self, install_dir: Path) -> None:
-        self.install_dir = install_dir
-
-    def executable(self, install_dir: Path) -> Path:
-        return executable_path(GROK_INSTALL, install_dir)
 
     def build(self, run: AgentRun) -> AgentCommand:
         """Headless `-p` approves every tool by itself and prints its messages as JSON lines at the end.

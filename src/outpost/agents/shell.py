@@ -14,10 +14,9 @@ SHELL = Path("/bin/sh")
 
 class ShellAgent:
     name = AgentName.SHELL
-    install: Install | None = None
+    install: Install | None = None  # nothing to install: the system shell
 
-    def executable(self, install_dir: Path) -> Path:
-        """The system shell, whatever the install directory (nothing is installed for it)."""
+    def executable(self) -> Path:
         return SHELL
 
     def build(self, run: AgentRun) -> AgentCommand:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
+import orjson
 
 from outpost.gateway.metering import UsageMeter, WireApi, wire_api_for
 from outpost.gateway.replies import error_body
@@ -98,6 +99,9 @@ class Forwarder:
         self._run_id = run_id
 
     async def handle(self, exchange: Exchange, responder: Responder) -> None:
+        if not _is_plain_path(exchange.target):
+            await responder.send(Reply.error(None, 400, "the request target must be a plain absolute path"))
+            return
         provider, path, query = _split_target(exchange.target)
         query, query_key = _take_query_key(query)
         grant = self._tokens.check(_token(exchange.headers) or query_key, self._run_id)
@@ -177,6 +181,21 @@ class Forwarder:
             self._report_failure(call, 502, "the provider's answer was malformed or incomplete (no usage)")
 
 
+_ENCODED_SEPARATORS = ("%2e", "%2f", "%5c")
+
+
+def _is_plain_path(target: str) -> bool:
+    """Origin form (`/provider/…`) without dot segments, empty segments, backslashes or encoded dots and
+    slashes: the path is appended to a provider's base URL, so it must not be able to climb out of it."""
+    path = target.partition("?")[0]
+    if not path.startswith("/") or "\\" in path or "//" in path:
+        return False
+    lowered = path.lower()
+    if any(encoded in lowered for encoded in _ENCODED_SEPARATORS):
+        return False
+    return not any(segment in (".", "..") for segment in path.split("/"))
+
+
 def _split_target(target: str) -> tuple[str | None, str, str]:
     """`/anthropic/v1/messages?beta=true` → ("anthropic", "/v1/messages", "beta=true")."""
     path, _, query = target.partition("?")
@@ -235,8 +254,8 @@ def _json(body: bytes) -> dict[str, Any] | None:
     if not body or body[:1] != b"{":
         return None
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
+        value = orjson.loads(body)  # refuses nesting past 1,024 levels (ValueError)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 

@@ -57,9 +57,6 @@ class GatewayTokens:
             return None
         return grant
 
-    def __len__(self) -> int:
-        return len(self._grants)
-
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

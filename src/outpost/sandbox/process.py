@@ -118,7 +118,9 @@ class ProcessSandbox:
             return self._shared[service.name][0]
 
     async def reap_leftovers(self) -> int:
-        return await asyncio.to_thread(procfs.kill_marked, f"{self._instance}:")
+        killed = await asyncio.to_thread(procfs.kill_marked, f"{self._instance}:")
+        await asyncio.to_thread(shutil.rmtree, self._homes_dir, True)  # the homes of runs that were lost
+        return killed
 
     def problems(self) -> list[str]:
         return []

@@ -66,7 +66,7 @@ async def prepare_launch(
     token = _issue_token(runtime, run_id, row.tenant_id, choice, meter)
     gateway = GatewayAccess(view.urls[runtime.gateway.name], token) if token else None
     run = AgentRun(
-        task=row.task, model=choice, executable=str(adapter.executable(runtime.install_dir)),
+        task=row.task, model=choice, executable=str(adapter.executable()),
         workdir=view.workdir, home=view.home, gateway=gateway, max_turns=runtime.max_turns, env=row.env,
     )  # fmt: skip
     try:

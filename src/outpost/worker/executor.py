@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from outpost.agents.events import AgentEvent
+from outpost.agents.events import AgentEvent, Text
 from outpost.agents.registry import AgentRegistry
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import DispatchStatus, FailureReason
@@ -183,11 +183,15 @@ async def _to_the_end(cleanups: list[Coroutine[Any, Any, None]]) -> None:
 async def _record_output(run: SandboxRun, recorder: OutputRecorder, report: RunReport) -> None:
     async for line in run.output():
         recorder.add(line)
-        _record_agent_events(recorder, report.feed(line.stream, line.text))
+        _record_agent_events(recorder, report.feed(line.stream, line.text), line.text)
 
 
-def _record_agent_events(recorder: OutputRecorder, events: list[AgentEvent]) -> None:
+def _record_agent_events(recorder: OutputRecorder, events: list[AgentEvent], line: str | None = None) -> None:
+    """Record parsed events, except text that is the output line itself (a `shell` run's stdout, aider's
+    prose): the line's own log event already holds it, and a copy would double every event write."""
     for event in events:
+        if isinstance(event, Text) and event.text == line:
+            continue
         data = event_data(event)
         if data is not None:
             recorder.add_event("agent", data)

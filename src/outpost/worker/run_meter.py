@@ -41,7 +41,6 @@ class RunMeter:
         self._events = events
         self.usage = Usage()
         self.cost_micro_usd = 0
-        self.calls = 0
         self.last_failure: FailureSeen | None = None
         self.gave_up = asyncio.Event()
         self._max_failures = max_failures
@@ -52,7 +51,6 @@ class RunMeter:
         cost = cost_micro_usd(call.usage, prices)
         self.usage = _add(self.usage, call.usage)
         self.cost_micro_usd += cost
-        self.calls += 1
         self._failures_in_a_row = 0
         self._events("usage", {
             "provider": provider, "model": call.model, "priced_as": prices.id, **_tokens(call.usage),

@@ -24,6 +24,9 @@ from outpost.agents.events import (
 )
 
 RESULT_TAIL_CHARS = 4096
+"""The result of a CLI that states no final message: the tail of the text it printed."""
+FINAL_MESSAGE_CHARS = 65_536
+"""The longest final message kept as the result (its end, where a summary usually is)."""
 _EVENT_TYPES: dict[type, str] = {
     Text: "text", ToolCall: "tool_call", FileChange: "file_change", UsageReport: "cli_usage",
     AgentError: "error", FinalResult: "final",
@@ -55,7 +58,7 @@ class RunReport:
     def result(self) -> str | None:
         """The final message: the CLI's own, else the tail of the text it printed."""
         if self.final is not None and self.final.text:
-            return self.final.text[-RESULT_TAIL_CHARS * 4 :]
+            return self.final.text[-FINAL_MESSAGE_CHARS:]
         text = "\n".join(self._tail)
         return text[-RESULT_TAIL_CHARS:] if text else None
 
