@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, publish, summarize, table
 
-from outpost.sandbox.base import RequestedLimits, Sandbox, SandboxSpec
+from outpost.sandbox.base import RequestedLimits, Sandbox, SandboxSpec, output_lines
 from outpost.sandbox.bwrap import BwrapSandbox
 from outpost.sandbox.cgroups import Limits
 from outpost.sandbox.process import ProcessSandbox
@@ -74,7 +74,7 @@ def backend_runner(sandbox: Sandbox, base: Path) -> Callable[[int], Awaitable[fl
         workdir = await sandbox.create_workspace(f"bench{round_no}", RequestedLimits())
         spec = SandboxSpec(run_id=f"bench{round_no}.1", argv=["/usr/bin/true"], env={}, workdir=workdir)
         run = await sandbox.start(spec)
-        async for _ in run.output():
+        async for _ in output_lines(run):
             pass
         if await run.wait() != 0:
             raise RuntimeError(f"{sandbox.name}: true failed")

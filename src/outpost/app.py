@@ -11,6 +11,7 @@ from typing import IO
 
 from outpost.agents.catalog import default_catalog
 from outpost.agents.registry import default_registry
+from outpost.agents.status import AgentStatusCache
 from outpost.db.migrate import upgrade_to_head
 from outpost.db.store import Store
 from outpost.errors import Unavailable
@@ -19,10 +20,17 @@ from outpost.gateway.tokens import GatewayTokens
 from outpost.gateway.upstreams import upstreams_from_settings
 from outpost.sandbox.base import Sandbox
 from outpost.sandbox.process import ProcessSandbox
+from outpost.secrets.box import SecretBox
+from outpost.secrets.master_key import load_master_key
+from outpost.secrets.vault import SecretVault
 from outpost.services.dispatches import DispatchService
 from outpost.services.keys import KeyService
+from outpost.services.providers import ProviderService
 from outpost.services.runs import RunService
 from outpost.settings import Settings
+from outpost.storage.base import ObjectStore
+from outpost.storage.factory import build_object_store, build_url_signer
+from outpost.storage.signing import UrlSigner
 from outpost.worker.agent_launch import AgentRuntime
 from outpost.worker.executor import DispatchExecutor
 from outpost.worker.queue.inprocess import InProcessWorker
@@ -42,20 +50,32 @@ class Container:
     sandbox: Sandbox
     worker: InProcessWorker
     gateway: ModelGateway
+    providers: ProviderService
+    vault: SecretVault
+    objects: ObjectStore
+    url_signer: UrlSigner
+    agent_statuses: AgentStatusCache
     _lock_file: IO[str] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         """Migrate, recover from an earlier crash, start the worker.
 
-        Raises Unavailable when the sandbox backend cannot work here (it says how to fix it).
+        Raises Unavailable when the sandbox backend cannot work here (it says how to fix it), and
+        SecretUnreadable when stored secrets were sealed under another master key.
         """
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.check_sandbox()
-        await upgrade_to_head(self.store)
-        if self.settings.worker.enabled:
-            self._lock_file = lock_data_dir(self.settings.data_dir)
-            await self._recover()
-            self.worker.start()
+        try:
+            await upgrade_to_head(self.store)
+            async with self.store.read() as conn:
+                await self.vault.check_key(conn)
+            if self.settings.worker.enabled:
+                self._lock_file = lock_data_dir(self.settings.data_dir)
+                await self._recover()
+                self.worker.start()
+        except BaseException:
+            await self.stop()  # a start that fails leaves no connection or lock behind
+            raise
 
     def check_sandbox(self) -> None:
         """Raises Unavailable, naming every problem, when the sandbox backend cannot run dispatches here."""
@@ -74,6 +94,7 @@ class Container:
     async def stop(self) -> None:
         await self.worker.stop()
         await self.gateway.close()
+        await self.objects.close()
         await self.store.dispose()
         if self._lock_file is not None:
             self._lock_file.close()
@@ -94,8 +115,13 @@ def build_container(settings: Settings) -> Container:
     agents = default_registry(settings.agents.install_dir.resolve())
     runs = RunService(store, settings.worker.max_attempts)
     gateway = ModelGateway(GatewayTokens(), settings.gateway)
+    box = build_secret_box(settings)
+    vault = SecretVault(box)
+    objects = build_object_store(settings.storage, settings.data_dir)
+    url_signer = build_url_signer(settings.storage, box.derive(b"outpost artifact urls v1"))
+    providers = ProviderService(store, vault, upstreams_from_settings(settings.providers))
     runtime = AgentRuntime(
-        gateway=gateway, upstreams=upstreams_from_settings(settings.providers), catalog=default_catalog(),
+        gateway=gateway, providers=providers, catalog=default_catalog(),
         install_dir=settings.agents.install_dir.resolve(), max_turns=settings.agents.max_turns,
     )  # fmt: skip
     executor = DispatchExecutor(
@@ -107,7 +133,19 @@ def build_container(settings: Settings) -> Container:
         store, worker, agents, settings.limits, settings.worker.abort_grace_s, settings.sandbox
     )
     keys = KeyService(store, settings.key_cache_ttl_s)
-    return Container(settings, store, keys, dispatches, runs, sandbox, worker, gateway)
+    return Container(
+        settings=settings, store=store, keys=keys, dispatches=dispatches, runs=runs, sandbox=sandbox,
+        worker=worker, gateway=gateway, providers=providers, vault=vault, objects=objects,
+        url_signer=url_signer,
+        agent_statuses=AgentStatusCache(settings.agents.install_dir, settings.providers),
+    )  # fmt: skip
+
+
+def build_secret_box(settings: Settings) -> SecretBox:
+    """Raises MasterKeyError when the master key is malformed or readable by others. The first start
+    creates the key file, in the data dir by default."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SecretBox(load_master_key(settings.secrets.master_key, settings.resolved_master_key_file))
 
 
 def build_sandbox(settings: Settings) -> Sandbox:

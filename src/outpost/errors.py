@@ -4,13 +4,17 @@
     ├── InvalidInput            bad input that passed schema validation (422)
     ├── AuthenticationFailed    missing, malformed, unknown, expired or revoked key (401)
     ├── PermissionDenied        authenticated, but not allowed (403)
+    │   └── SignatureInvalid    a signed download URL was tampered with or expired (storage.signing)
     ├── NotFound                no such resource for this tenant (404)
+    │   └── ObjectNotFound      no object under a key in the object store (storage.base)
     ├── Conflict                the request clashes with current state (409)
     │   └── StaleVersion        an optimistic-lock update lost the race
     ├── PayloadTooLarge         request body over the limit (413)
     ├── RateLimited             too many requests for this key (429)
     ├── Unavailable             a dependency is down or not ready (503)
-    │   └── StoreUnavailable    the database cannot be reached
+    │   ├── StoreUnavailable    the database cannot be reached
+    │   ├── SecretUnreadable    a stored secret does not decrypt under this master key (secrets.box)
+    │   └── MasterKeyError      the master key is missing, malformed or stored unsafely
     └── SandboxError            a sandbox could not start or be controlled
 
 Errors are mapped to HTTP in `outpost.api.problems` and to CLI exit codes in `outpost.cli.main`,

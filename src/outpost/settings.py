@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.errors import InvalidInput
 from outpost.sandbox.egress_policy import parse_entry
+from outpost.storage.settings import StorageSettings
+from outpost.workspaces.settings import GitSettings
 
 
 class ProviderSettings(BaseModel):
@@ -39,7 +41,8 @@ class LimitSettings(BaseModel):
     max_timeout_s: int = Field(default=24 * 3600, ge=1)
     """Largest `timeout_s` a dispatch may ask for."""
     max_log_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    """Output kept per dispatch; further output is dropped and a single notice event says so."""
+    """Output kept per dispatch, counting each kept event's text plus 64 bytes for its row; further output
+    is dropped and a single notice event says so."""
     max_line_bytes: int = Field(default=16 * 1024, ge=256)
     """Longest single log line stored; longer lines are split."""
 
@@ -124,6 +127,17 @@ class GatewaySettings(BaseModel):
     """Largest request body a run may send to a provider; larger ones get 413."""
 
 
+class SecretSettings(BaseModel):
+    """The master key that encrypts stored secrets (tenants' provider keys, git credentials)."""
+
+    master_key: SecretStr | None = None
+    """32 random bytes in base64. Every server and worker sharing one database needs the same key; when
+    unset, the key is read from `master_key_file`, which the first start creates."""
+    master_key_file: Path | None = None
+    """Where the master key is kept when `master_key` is unset (default: `master.key` in the data dir,
+    mode 0600; a file others can read is refused)."""
+
+
 class Settings(BaseSettings):
     """All of Outpost's settings."""
 
@@ -144,10 +158,17 @@ class Settings(BaseSettings):
     """Model providers by lower-case name (anthropic, openai, gemini, xai, deepseek), e.g. from
     `OUTPOST_PROVIDERS__ANTHROPIC__API_KEY`."""
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    secrets: SecretSettings = Field(default_factory=SecretSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    git: GitSettings = Field(default_factory=GitSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        return self.secrets.master_key_file or self.data_dir / "master.key"
 
     @property
     def resolved_database_url(self) -> str:

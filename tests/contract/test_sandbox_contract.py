@@ -13,7 +13,14 @@ import pytest
 
 from outpost.errors import SandboxError
 from outpost.sandbox import mounts
-from outpost.sandbox.base import OutputLine, RequestedLimits, Sandbox, SandboxRun, SandboxSpec
+from outpost.sandbox.base import (
+    OutputLine,
+    RequestedLimits,
+    Sandbox,
+    SandboxRun,
+    SandboxSpec,
+    output_lines,
+)
 from outpost.sandbox.bwrap import BwrapSandbox
 from outpost.sandbox.bwrap_fs import DEFAULT_RUN_DIR, DiskLimits
 from outpost.sandbox.cgroups import Limits
@@ -70,7 +77,7 @@ async def _start(sandbox: Sandbox, workdir: Path, script: str, run_id: str = "d.
 
 async def _collect(run: SandboxRun) -> list[OutputLine]:
     """All output, then the exit (so that no process is left unreaped)."""
-    lines = [line async for line in run.output()]
+    lines = [line async for line in output_lines(run)]
     await run.wait()
     return lines
 

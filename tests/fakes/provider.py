@@ -97,6 +97,7 @@ class FakeProvider:
     usage: wire.Usage = field(default_factory=wire.Usage)
     mode: Mode = "normal"  # the standing mode; `set_mode` overrides it for a number of requests
     first_byte_delay_s: float = FIRST_BYTE_DELAY_S  # how long `slow_first_byte` waits before answering
+    final_text: str = FINAL_TEXT  # the last turn's text, to clients that call tools
     requests: list[RecordedRequest] = field(default_factory=list)
     _failures: list[Failure] = field(default_factory=list)
     _modes: list[Mode] = field(default_factory=list)
@@ -128,6 +129,7 @@ class FakeProvider:
     def reset(self) -> None:
         """Back to defaults between tests that share one server (does not release hung requests)."""
         self.usage, self.mode, self.first_byte_delay_s = wire.Usage(), "normal", FIRST_BYTE_DELAY_S
+        self.final_text = FINAL_TEXT
         self._failures.clear()
         self._modes.clear()
         self.requests.clear()
@@ -239,7 +241,7 @@ class FakeProvider:
         offered = api.offered(body)
         call = next_tool_call(offered, api.has_tool_result(body), body)
         # Tool-less clients: aider wants its edit in the text on its first turn; the rest get final text.
-        reply = FINAL_TEXT if offered else aider_reply(api.conversation(body)) or FINAL_TEXT
+        reply = self.final_text if offered else aider_reply(api.conversation(body)) or FINAL_TEXT
         model = _model(path, body)
         if not _wants_stream(api, path, body):
             # The Responses API is streamed by every client we drive; JSON is kept for completeness.

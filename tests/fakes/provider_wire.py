@@ -15,6 +15,9 @@ from typing import Any
 from tests.fakes.provider_script import FINAL_TEXT, OfferedTool, ToolCall
 
 Json = dict[str, Any]
+TEXT_DELTA_CHARS = 64 * 1024
+"""Longest text delta of a streamed Anthropic answer: a huge answer arrives in many deltas, as from a
+real model, rather than as one SSE line no client or gateway meets in practice."""
 
 
 @dataclass(frozen=True)
@@ -82,15 +85,19 @@ def anthropic_stream(model: str, call: ToolCall | None, usage: Usage, text: str 
     message["usage"] = _anthropic_usage(usage, 1)
     if call is None:
         start: Json = {"type": "text", "text": ""}
-        delta: Json = {"type": "text_delta", "text": text}
+        pieces = [text[at : at + TEXT_DELTA_CHARS] for at in range(0, len(text), TEXT_DELTA_CHARS)]
+        deltas: list[Json] = [{"type": "text_delta", "text": piece} for piece in pieces or [""]]
     else:
         start = {"type": "tool_use", "id": "toolu_fake1", "name": call.name, "input": {}}
-        delta = {"type": "input_json_delta", "partial_json": call.arguments_json()}
+        deltas = [{"type": "input_json_delta", "partial_json": call.arguments_json()}]
     stop_reason = "end_turn" if call is None else "tool_use"
     return [
         sse({"type": "message_start", "message": message}, "message_start"),
         sse({"type": "content_block_start", "index": 0, "content_block": start}, "content_block_start"),
-        sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta"),
+        *(
+            sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
+            for delta in deltas
+        ),
         sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
         sse(
             {

@@ -66,9 +66,10 @@ class Cli:
     url: str
     key: str
 
-    def __call__(self, *args: str, key: str | None = None, timeout_s: float = 20) -> Result:
+    def __call__(self, *args: str, key: str | None = None, timeout_s: float = 20, stdin: str = "") -> Result:
         done = subprocess.run(
             [OUTPOST, *args],
+            input=stdin,
             env=_env(self.url, self.key if key is None else key),
             capture_output=True,
             text=True,
@@ -323,3 +324,36 @@ def test_an_error_response_that_is_not_a_problem_still_says_what_happened() -> N
     error = error_from_response(response)
     assert isinstance(error, errors.Unavailable)
     assert error.detail == "the server answered 502 Bad Gateway to GET http://proxy.test/v1/keys"
+
+
+def test_providers_set_reads_the_key_from_stdin_and_never_prints_it(cli: Cli) -> None:
+    secret = "sk-cli-tenant-key-31ab"
+    result = cli("providers", "set", "openai", "--api-key-stdin", stdin=secret + "\n")
+    assert result.code == 0, result
+    assert "your key (version 1)" in result.stdout
+    listed = cli("providers", "list", "--json")
+    assert listed.code == 0, listed
+    rows = {row["name"]: row for row in httpx.Response(200, content=listed.stdout).json()}
+    assert (rows["openai"]["api_key_source"], rows["openai"]["api_key_version"]) == ("tenant", 1)
+    table = cli("providers", "list")
+    assert "openai" in table.stdout
+    assert secret not in result.stdout + result.stderr + listed.stdout + table.stdout
+    reset = cli("providers", "reset", "openai")
+    assert reset.code == 0, reset
+    cli("providers", "reset", "openai").assert_one_line_error(EXIT_USER_ERROR, "no settings of its own")
+
+
+def test_providers_set_refuses_bad_input_in_one_line(cli: Cli) -> None:
+    cli("providers", "set", "openai", "--api-key-stdin").assert_one_line_error(
+        EXIT_USER_ERROR, "no key on stdin"
+    )
+    cli("providers", "set", "openai").assert_one_line_error(EXIT_USER_ERROR, "nothing to change")
+    both = cli("providers", "set", "openai", "--api-key-stdin", "--clear-api-key", stdin="k")
+    both.assert_one_line_error(EXIT_USER_ERROR, "not both")
+    spaced = cli("providers", "set", "openai", "--api-key-stdin", stdin="two words")
+    spaced.assert_one_line_error(EXIT_USER_ERROR, "api_key: must be printable ASCII without spaces")
+    cli("providers", "set", "nope", "--api-key-stdin", stdin="k").assert_one_line_error(
+        EXIT_USER_ERROR, "no model provider named 'nope'"
+    )
+    moved = cli("providers", "set", "openai", "--base-url", "https://proxy.example")
+    moved.assert_one_line_error(EXIT_USER_ERROR, "only an admin key")

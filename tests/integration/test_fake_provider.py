@@ -26,7 +26,7 @@ from tests.fakes.provider_client import (
     sse_json,
 )
 from tests.fakes.provider_script import FILE_CONTENT, FINAL_TEXT, OfferedTool, choose_tool_call
-from tests.fakes.provider_wire import Usage
+from tests.fakes.provider_wire import TEXT_DELTA_CHARS, Usage
 
 # --- Anthropic Messages -------------------------------------------------------------------------
 
@@ -90,6 +90,14 @@ def test_anthropic_stream_final_turn(client: httpx.Client) -> None:
     assert data[1]["content_block"] == {"type": "text", "text": ""}
     assert data[2]["delta"] == {"type": "text_delta", "text": FINAL_TEXT}
     assert data[4]["delta"]["stop_reason"] == "end_turn"
+
+
+def test_a_long_anthropic_answer_streams_in_many_deltas(fake: FakeProvider, client: httpx.Client) -> None:
+    fake.final_text = "0123456789" * (TEXT_DELTA_CHARS // 4)  # two and a half deltas long
+    data = sse_json(post(client, ANTHROPIC, anthropic_body(stream=True, tool_result=True)).text)
+    deltas = [event["delta"]["text"] for event in data if event["type"] == "content_block_delta"]
+    assert [len(delta) for delta in deltas] == [TEXT_DELTA_CHARS, TEXT_DELTA_CHARS, TEXT_DELTA_CHARS // 2]
+    assert "".join(deltas) == fake.final_text
 
 
 # --- OpenAI Responses ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outpost.sandbox import mounts
-from outpost.sandbox.base import LimitName, RequestedLimits, SandboxSpec
+from outpost.sandbox.base import LimitName, RequestedLimits, SandboxSpec, output_lines
 from outpost.sandbox.bwrap import BwrapRun, BwrapSandbox
 from outpost.sandbox.bwrap_fs import DEFAULT_DISK, DiskLimits
 from outpost.sandbox.cgroups import Limits
@@ -112,7 +112,7 @@ class Jail:
         run = await self.start(argv, **kw)  # type: ignore[arg-type]
         try:
             async with asyncio.timeout(timeout_s):
-                lines = [line async for line in run.output()]
+                lines = [line async for line in output_lines(run)]
                 code_ = await run.wait()
             limit = await run.limit_exceeded()
         finally:

@@ -302,12 +302,54 @@ def test_fifty_mib_line_is_skipped_without_growing_memory() -> None:
     assert peak < 3 << 20  # one line's worth at most, never the 50 MiB
 
 
-def test_overlong_line_drops_its_whole_event() -> None:
+def test_an_overlong_event_is_billed_only_from_the_usage_at_its_end() -> None:
     good = json.dumps({"model": "m", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
-    frames = [f"data: {'y' * 200}\ndata: {good}\n\n".encode()]  # the second line alone is valid JSON
-    assert _meter("chat_completions", frames, max_line_bytes=100) is None
-    assert _meter("chat_completions", frames, max_line_bytes=1000) is None  # joined with \n: not JSON
+    frames = [f"data: {'y' * 200}\ndata: {good}\n\n".encode()]
+    assert _meter("chat_completions", frames, max_line_bytes=100) == MeteredCall(None, Usage(1, 1, 0, 0))
     assert _meter("chat_completions", [f"data: {good}\n\n".encode()], max_line_bytes=100) is not None
+
+
+def _huge_responses_event(kind: str, usage: dict[str, Any] | None) -> bytes:
+    text = "w" * (3 << 20)
+    response = {"id": "r", "model": "gpt-x", "output": [{"type": "message", "content": [{"text": text}]}]}
+    if usage is not None:
+        response["usage"] = usage
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, 'response': response})}\n\n".encode()
+
+
+def test_a_huge_final_responses_event_is_still_billed() -> None:
+    usage = {"input_tokens": 50, "output_tokens": 800_000, "input_tokens_details": {"cached_tokens": 10}}
+    chunks = [_huge_responses_event("response.completed", usage)]
+    pieces = [chunks[0][i : i + 65536] for i in range(0, len(chunks[0]), 65536)]
+    found = _meter("openai_responses", pieces, request_model="asked")
+    assert found == MeteredCall("asked", Usage(40, 800_000, 10, 0))
+
+
+def test_a_huge_responses_event_that_is_not_final_bills_nothing() -> None:
+    usage = {"input_tokens": 5, "output_tokens": 5}
+    assert _meter("openai_responses", [_huge_responses_event("response.output_item.done", usage)]) is None
+    body = _huge_responses_event("response.completed", usage).replace(b"event: response.completed\n", b"")
+    assert _meter("openai_responses", [body]) is not None  # the type at the data's start is enough
+
+
+def test_a_huge_gemini_chunk_is_billed_from_its_usage_metadata() -> None:
+    chunk = {
+        "candidates": [{"content": {"parts": [{"text": "g" * (2 << 20)}]}}],
+        "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 700_000},
+    }
+    assert _meter("gemini", [_event(chunk)]) == MeteredCall(None, Usage(9, 700_000, 0, 0))
+
+
+def test_a_huge_anthropic_event_is_not_trusted_for_usage() -> None:
+    event = {"type": "message_delta", "pad": "a" * (2 << 20), "usage": {"output_tokens": 10}}
+    assert _meter("anthropic_messages", [_event(event)]) is None
+
+
+def test_a_usage_cut_off_or_faked_inside_text_bills_nothing() -> None:
+    cut = b'data: {"choices": [], "x": "' + b"z" * (2 << 20) + b'", "usage": {"prompt_tokens": 3\n\n'
+    assert _meter("chat_completions", [cut]) is None
+    quoted = {"choices": [{"delta": {"content": '"usage": {"prompt_tokens": 999}' + "q" * (2 << 20)}}]}
+    assert _meter("chat_completions", [_event(quoted)]) is None
 
 
 def test_event_data_over_the_line_limit_in_total_is_dropped() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from outpost.sandbox.lines import read_lines
+from outpost.sandbox.lines import read_line_batches
 
 
 async def _lines(chunks: list[bytes], max_line_bytes: int = 8) -> list[str]:
@@ -12,7 +12,7 @@ async def _lines(chunks: list[bytes], max_line_bytes: int = 8) -> list[str]:
         for chunk in chunks:
             yield chunk
 
-    return [line async for line in read_lines(source(), max_line_bytes)]
+    return [line async for batch in read_line_batches(source(), max_line_bytes) for line in batch]
 
 
 async def test_lines_split_across_chunks_are_joined() -> None:

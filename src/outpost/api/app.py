@@ -12,7 +12,7 @@ from outpost import __version__
 from outpost.api.auth import TokenBuckets
 from outpost.api.body_limit import BodyLimitMiddleware
 from outpost.api.problems import install_problem_handlers
-from outpost.api.routes import dispatches, health, keys
+from outpost.api.routes import dispatches, health, keys, providers
 from outpost.app import Container
 
 
@@ -38,6 +38,7 @@ def create_app(container: Container) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(dispatches.router)
     app.include_router(keys.router)
+    app.include_router(providers.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=container.settings.limits.max_body_bytes)
     return app

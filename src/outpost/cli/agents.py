@@ -13,11 +13,9 @@ from pydantic_settings import SettingsError
 from rich import box
 from rich.table import Table
 
-from outpost.agents.base import Install, executable_path
-from outpost.agents.catalog import default_catalog
-from outpost.agents.install import executable_state, install, installed_version, is_current
+from outpost.agents.install import install, is_current
 from outpost.agents.pins import ALL_INSTALLS
-from outpost.agents.readiness import readiness
+from outpost.agents.status import agent_statuses, configured_providers
 from outpost.cli import display
 from outpost.domain.dispatch import AgentName
 from outpost.errors import InvalidInput
@@ -74,53 +72,12 @@ def _chosen(names: tuple[str, ...]) -> list[str]:
 
 def _show(as_json: bool) -> None:
     settings = _load_settings()
-    rows = [agent_status(agent, settings) for agent in _listing_order()]
+    statuses = agent_statuses(settings.agents.install_dir, configured_providers(settings.providers))
+    rows = [status.as_dict() for status in statuses]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     display.show(_table(rows))
-
-
-def _listing_order() -> list[str]:
-    """The installable agents in pin order, then the rest (shell)."""
-    return [*ALL_INSTALLS, *(agent.value for agent in AgentName if agent not in ALL_INSTALLS)]
-
-
-def agent_status(agent: str, settings: Settings) -> dict[str, Any]:
-    """One agent as `agents --json` shows it."""
-    pinned: Install | None = ALL_INSTALLS.get(agent)
-    install_dir = settings.agents.install_dir
-    installed = installed_version(pinned, install_dir) if pinned else None
-    state = executable_state(executable_path(pinned, install_dir)) if pinned else "ok"
-    verdict = readiness(pinned, installed, state)
-    providers = _providers(agent)
-    configured = _configured_providers(settings)
-    return {
-        "agent": agent,
-        "package": pinned.package if pinned else None,
-        "pin": pinned.version if pinned else None,
-        "installed": installed,
-        "executable": str(executable_path(pinned, install_dir.resolve())) if pinned else "/bin/sh",
-        "ready": verdict.ready,
-        "reason": verdict.reason,
-        "providers": providers,
-        "providers_configured": [name for name in providers if name in configured],
-    }
-
-
-def _providers(agent: str) -> list[str]:
-    """The model providers `agent` can use, in the catalog's order, without repeats."""
-    catalog = default_catalog()
-    names = [catalog.vendors[vendor].provider for vendor in catalog.agents.get(agent, [])]
-    return list(dict.fromkeys(names))
-
-
-def _configured_providers(settings: Settings) -> set[str]:
-    return {
-        name
-        for name, provider in settings.providers.items()
-        if provider.api_key is not None or provider.base_url is not None
-    }
 
 
 def _table(rows: list[dict[str, Any]]) -> Table:

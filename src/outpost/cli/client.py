@@ -35,6 +35,7 @@ from outpost.errors import (
 )
 from outpost.schemas.dispatches import DispatchCreate, DispatchPage, DispatchRead, EventPage
 from outpost.schemas.keys import KeyCreate, KeyIssued, KeyRead
+from outpost.schemas.providers import ProviderRead, ProviderUpdate
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ResponseT = TypeVar("ResponseT")
@@ -175,6 +176,21 @@ class ApiClient:
 
     def revoke_key(self, key_id: str) -> KeyRead:
         return self._call("DELETE", f"/v1/keys/{_segment(key_id)}", KeyRead)
+
+    def list_providers(self) -> list[ProviderRead]:
+        return self._call("GET", "/v1/providers", list[ProviderRead])
+
+    def update_provider(self, name: str, update: ProviderUpdate) -> ProviderRead:
+        # Only the fields the user gave: a field left out is left alone, `null` removes it.
+        body = update.model_dump(mode="json", exclude_unset=True)
+        if update.api_key is not None:
+            body["api_key"] = update.api_key.get_secret_value()
+        return self._call("PATCH", f"/v1/providers/{_segment(name)}", ProviderRead, json=body)
+
+    def reset_provider(self, name: str) -> None:
+        response = self._send("DELETE", f"/v1/providers/{_segment(name)}")
+        if response.is_error:
+            raise error_from_response(response)
 
     def _call(self, method: str, path: str, shape: type[ResponseT], **options: Any) -> ResponseT:
         response = self._send(method, path, **options)

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from outpost.schemas.dispatches import DispatchRead, EventRead
 from outpost.schemas.keys import KeyRead
+from outpost.schemas.providers import ProviderRead
 
 # Off a terminal Rich would wrap at 80 columns and split ids across lines; pipes get whole rows instead.
 PIPE_WIDTH = 200
@@ -92,6 +93,17 @@ def key_table(keys: Sequence[KeyRead]) -> Table:
         for k in keys
     ]
     return _table(("ID", "PREFIX", "NAME", "ADMIN", "CREATED", "EXPIRES", "STATE"), rows)
+
+
+def provider_table(providers: Sequence[ProviderRead]) -> Table:
+    rows = [
+        (
+            p.name, p.base_url or "", p.base_url_source, p.api_key_source or "none",
+            str(p.api_key_version or ""), when(p.updated_at),
+        )
+        for p in providers
+    ]  # fmt: skip
+    return _table(("NAME", "BASE URL", "URL FROM", "KEY FROM", "KEY VERSION", "UPDATED"), rows)
 
 
 def dispatch_details(dispatch: DispatchRead) -> Table:

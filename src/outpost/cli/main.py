@@ -40,6 +40,7 @@ COMMANDS = {
     "logs": "outpost.cli.dispatches:logs",
     "cancel": "outpost.cli.dispatches:cancel",
     "agents": "outpost.cli.agents:agents",
+    "providers": "outpost.cli.providers:providers",
 }
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -106,4 +107,30 @@ dispatch_events = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("kind", String(20), nullable=False),
     Column("data", PortableJSON, nullable=False),
+)
+
+# Encrypted secrets (provider keys, git credentials), by tenant and name. Each change adds a version; an
+# older version stays readable until it is retired, so a key can be rotated without a gap.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("id", String(ULID_LEN), primary_key=True),
+    Column("tenant_id", String(ULID_LEN), ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime, nullable=True),
+    UniqueConstraint("tenant_id", "name", "version"),
+)
+
+# A tenant's own settings for a model provider; its key, if any, is the secret `provider/<name>/api_key`.
+tenant_providers = Table(
+    "tenant_providers",
+    metadata,
+    Column("tenant_id", String(ULID_LEN), ForeignKey("tenants.id"), primary_key=True),
+    Column("provider", String(40), primary_key=True),
+    Column("base_url", String(2048), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

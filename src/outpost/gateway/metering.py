@@ -7,6 +7,7 @@ stays bounded however long the stream or whatever the upstream sends.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -18,6 +19,11 @@ from outpost.agents.events import Usage, as_int
 WireApi = Literal["anthropic_messages", "openai_responses", "chat_completions", "gemini"]
 
 _EOL = re.compile(rb"\r\n|\r|\n")
+_TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z._]{1,64})"')
+HEAD_BYTES = 512
+TAIL_BYTES = 64 << 10
+"""Of an event too big to parse, what is kept: its start (where its type is) and its end (where a
+provider puts the usage of a whole reply), so a huge answer is still billed."""
 _BOM = b"\xef\xbb\xbf"
 # Terminal Responses events; earlier ones carry `usage: null` or a running figure we must not bill.
 _RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -104,43 +110,63 @@ def _json(raw: bytes | bytearray | memoryview) -> object:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Overlong:
+    """A line longer than the limit: only its first HEAD_BYTES and last TAIL_BYTES were kept."""
+
+    head: bytes
+    tail: bytes
+
+
 class _Lines:
     """Splits chunks into SSE lines (ending in \\n, \\r\\n or \\r) holding at most `limit` bytes of one.
 
-    A longer line is dropped as it arrives, never buffered whole; it is reported as None so the
-    event it belonged to can be dropped too rather than read from its remaining lines.
+    A longer line is never buffered whole: it is reported as an `_Overlong` holding its ends only, so
+    the event it belonged to is not read as if it were whole.
     """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._partial = bytearray()
-        self._skipping = False  # inside an overlong line: discard bytes until it ends
+        self._skipping = False  # inside an overlong line: keep only its head and tail until it ends
+        self._head = b""
+        self._tail = bytearray()
         self._after_cr = False  # the last chunk ended in \r, so a \n opening the next one ends nothing
 
-    def feed(self, chunk: bytes) -> list[bytes | None]:
+    def feed(self, chunk: bytes) -> list[bytes | _Overlong]:
         view, start = memoryview(chunk), 0
-        lines: list[bytes | None] = []
+        lines: list[bytes | _Overlong] = []
         if self._after_cr and chunk[:1] == b"\n":
             start = 1
         for match in _EOL.finditer(chunk, start):
             self._take(view[start : match.start()])
-            lines.append(None if self._skipping else bytes(self._partial))
-            self._partial.clear()
-            self._skipping = False
+            lines.append(self._line_read())
             start = match.end()
         self._take(view[start:])
         if chunk:
             self._after_cr = chunk.endswith(b"\r")
         return lines
 
+    def _line_read(self) -> bytes | _Overlong:
+        line = _Overlong(self._head, bytes(self._tail)) if self._skipping else bytes(self._partial)
+        self._partial.clear()
+        self._tail.clear()
+        self._skipping = False
+        return line
+
     def _take(self, piece: memoryview) -> None:
-        if self._skipping:
-            return
-        if len(self._partial) + len(piece) > self._limit:
-            self._partial.clear()
+        if not self._skipping and len(self._partial) + len(piece) > self._limit:
+            lacking = max(0, HEAD_BYTES - len(self._partial))  # the head may end inside this piece
+            self._head = bytes(self._partial[:HEAD_BYTES]) + bytes(piece[:lacking])
             self._skipping = True
-            return
-        self._partial += piece
+            self._tail += self._partial[-TAIL_BYTES:]
+            self._partial.clear()
+        if self._skipping:
+            self._tail += piece[-TAIL_BYTES:]
+            if len(self._tail) > 2 * TAIL_BYTES:
+                del self._tail[:-TAIL_BYTES]
+        else:
+            self._partial += piece
 
 
 class UsageMeter:
@@ -170,7 +196,9 @@ class UsageMeter:
         self._data: list[bytes] = []
         self._data_bytes = 0
         self._event_name: str | None = None
-        self._event_broken = False  # a line of it was dropped, or its data grew past max_line_bytes
+        self._event_broken = False  # a line of it was too long, or its data grew past max_line_bytes
+        self._broken_head = b""
+        self._broken_tail = bytearray()  # the last TAIL_BYTES of a broken event's data
 
     def feed(self, chunk: bytes) -> None:
         """Take the next piece of the response body, cut anywhere."""
@@ -226,9 +254,9 @@ class UsageMeter:
 
     # --- streaming ------------------------------------------------------------------------------
 
-    def _line(self, line: bytes | None) -> None:
-        if line is None:
-            self._event_broken = True
+    def _line(self, line: bytes | _Overlong) -> None:
+        if isinstance(line, _Overlong):
+            self._overlong(line)
             return
         if self._first_line:
             line, self._first_line = line.removeprefix(_BOM), False
@@ -239,18 +267,48 @@ class UsageMeter:
         value = value.removeprefix(b" ")
         if field == b"data":
             self._data_bytes += len(value) + 1
-            if self._data_bytes > self._max_line_bytes:
-                self._event_broken, self._data = True, []
-            elif not self._event_broken:
+            if not self._event_broken and self._data_bytes > self._max_line_bytes:
+                self._break_event()
+            if self._event_broken:
+                self._keep_tail(value)
+            else:
                 self._data.append(value)
         elif field == b"event":
             self._event_name = value.decode("utf-8", "replace")
         # Comments (empty field name), id, retry and unknown fields say nothing about usage.
 
+    def _overlong(self, line: _Overlong) -> None:
+        self._first_line = False
+        field, _, value = line.head.partition(b":")
+        if field != b"data":
+            return  # an overlong comment or unknown field says nothing about usage
+        if not self._event_broken:
+            self._break_event()
+        self._broken_head = self._broken_head or value.removeprefix(b" ")
+        self._keep_tail(line.tail)
+
+    def _break_event(self) -> None:
+        joined = b"\n".join(self._data)
+        self._event_broken, self._data = True, []
+        self._broken_head = joined[:HEAD_BYTES]
+        self._broken_tail = bytearray(joined[-TAIL_BYTES:])
+
+    def _keep_tail(self, value: bytes) -> None:
+        if self._broken_tail:
+            self._broken_tail += b"\n"
+        self._broken_tail += value[-TAIL_BYTES:]
+        if len(self._broken_tail) > 2 * TAIL_BYTES:
+            del self._broken_tail[:-TAIL_BYTES]
+
     def _dispatch(self) -> None:
         data, name, broken = self._data, self._event_name, self._event_broken
+        head, tail = self._broken_head, bytes(self._broken_tail)
         self._data, self._data_bytes, self._event_name, self._event_broken = [], 0, None, False
-        if broken or not data:
+        self._broken_head, self._broken_tail = b"", bytearray()
+        if broken:
+            self._recover_usage(name, head, tail)
+            return
+        if not data:
             return
         payload = b"\n".join(data)
         if payload.strip() == b"[DONE]":
@@ -277,3 +335,31 @@ class UsageMeter:
             raw = event.get("usage")
             if isinstance(raw, dict):
                 self._usage = _anthropic_usage(raw, self._usage)
+
+    def _recover_usage(self, name: str | None, head: bytes, tail: bytes) -> None:
+        """The usage of an event too big to parse, from the object after the last usage key in its tail.
+        A usage key cannot occur unescaped inside a JSON string, so the last one is structure. Anthropic's
+        usage events are small: a huge one is not trusted."""
+        if self._api == "anthropic_messages":
+            return
+        if self._api == "openai_responses":
+            found = _TYPE.search(head)
+            kind = name or (found.group(1).decode() if found else None)
+            if kind not in _RESPONSES_FINAL:
+                return
+        key = "usageMetadata" if self._api == "gemini" else "usage"
+        at = tail.rfind(f'"{key}"'.encode())
+        if at < 0:
+            return
+        raw = _object_at(tail[at + len(key) + 2 :].lstrip().removeprefix(b":"))
+        if raw is not None:
+            self._read_response({key: raw})
+
+
+def _object_at(text: bytes) -> dict[str, Any] | None:
+    """The JSON object `text` starts with (after blanks), ignoring whatever follows it."""
+    try:
+        found, _ = json.JSONDecoder().raw_decode(text.decode("utf-8", "replace").lstrip())
+    except (ValueError, RecursionError):
+        return None
+    return found if isinstance(found, dict) else None

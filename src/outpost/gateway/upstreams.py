@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import SecretStr
 
@@ -42,6 +42,13 @@ class Upstream:
         if self.key_style == "bearer":
             return [(b"authorization", b"Bearer " + key)]
         return [(self.key_style.encode(), key)]
+
+
+class UpstreamResolver(Protocol):
+    async def upstream_for(self, tenant_id: str, name: str) -> Upstream | None:
+        """The upstream a run of this tenant calls for provider `name` (with the key to send); None when
+        Outpost knows no such provider."""
+        ...
 
 
 def upstreams_from_settings(providers: Mapping[str, ProviderSettings]) -> dict[str, Upstream]:

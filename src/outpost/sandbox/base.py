@@ -83,12 +83,22 @@ class OutputLine:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class OutputBatch:
+    """Consecutive lines of one stream, read together. Output comes in batches so that a run printing
+    millions of short lines costs the worker per read, not per line."""
+
+    stream: Stream
+    lines: list[str]
+
+
 class SandboxRun(Protocol):
-    def output(self) -> AsyncIterator[OutputLine]:
-        """The run's output lines, stdout and stderr interleaved, until both streams close.
+    def output(self) -> AsyncIterator[OutputBatch]:
+        """The run's output, stdout and stderr batches interleaved (order kept within each stream), until
+        both streams close.
 
         Lines are decoded as UTF-8 (bad bytes replaced), NUL characters replaced, and lines longer than
-        the backend's limit split.
+        the backend's limit split. No batch is empty.
         """
 
     async def wait(self) -> int:
@@ -128,3 +138,10 @@ class Sandbox(Protocol):
 
     def problems(self) -> list[str]:
         """What stops this backend from working here (empty when ready), each with how to fix it."""
+
+
+async def output_lines(run: SandboxRun) -> AsyncIterator[OutputLine]:
+    """The run's output one line at a time, for readers that do not care about batches."""
+    async for batch in run.output():
+        for text in batch.lines:
+            yield OutputLine(batch.stream, text)

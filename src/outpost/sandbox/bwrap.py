@@ -30,7 +30,7 @@ from outpost.sandbox import bwrap_fs, cgroups, mounts
 from outpost.sandbox.base import (
     InboundService,
     LimitName,
-    OutputLine,
+    OutputBatch,
     RequestedLimits,
     RunView,
     SandboxSpec,
@@ -71,7 +71,7 @@ class BwrapRun:
         self._cleanups = on_gone
         self._max_line_bytes = max_line_bytes
 
-    def output(self) -> AsyncIterator[OutputLine]:
+    def output(self) -> AsyncIterator[OutputBatch]:
         return merged_lines(self._child.stdout, self._child.stderr, self._max_line_bytes)
 
     async def wait(self) -> int:

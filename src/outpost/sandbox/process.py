@@ -22,7 +22,7 @@ from outpost.sandbox import procfs
 from outpost.sandbox.base import (
     InboundService,
     LimitName,
-    OutputLine,
+    OutputBatch,
     RequestedLimits,
     RunView,
     SandboxSpec,
@@ -43,7 +43,7 @@ class ProcessRun:
         self._max_line_bytes = max_line_bytes
         self._home = home
 
-    def output(self) -> AsyncIterator[OutputLine]:
+    def output(self) -> AsyncIterator[OutputBatch]:
         return merged_lines(self._process.stdout, self._process.stderr, self._max_line_bytes)
 
     async def wait(self) -> int:

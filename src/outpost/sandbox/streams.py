@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from outpost.sandbox.base import OutputLine, Stream
-from outpost.sandbox.lines import CHUNK_BYTES, read_lines
+from outpost.sandbox.base import OutputBatch, Stream
+from outpost.sandbox.lines import CHUNK_BYTES, read_line_batches
 
 
 async def merged_lines(
     stdout: asyncio.StreamReader, stderr: asyncio.StreamReader, max_line_bytes: int
-) -> AsyncIterator[OutputLine]:
-    """Lines of both streams as they arrive (order kept within each stream), until both are closed."""
-    queue: asyncio.Queue[OutputLine | None] = asyncio.Queue()
+) -> AsyncIterator[OutputBatch]:
+    """Batches of lines of both streams as they arrive (order kept within each stream), until both are
+    closed."""
+    queue: asyncio.Queue[OutputBatch | None] = asyncio.Queue()
     pumps = [
         asyncio.create_task(_pump("stdout", stdout, queue, max_line_bytes)),
         asyncio.create_task(_pump("stderr", stderr, queue, max_line_bytes)),
@@ -32,11 +33,14 @@ async def merged_lines(
 
 
 async def _pump(
-    stream: Stream, reader: asyncio.StreamReader, queue: asyncio.Queue[OutputLine | None], max_line_bytes: int
+    stream: Stream,
+    reader: asyncio.StreamReader,
+    queue: asyncio.Queue[OutputBatch | None],
+    max_line_bytes: int,
 ) -> None:
     try:
-        async for line in read_lines(_chunks(reader), max_line_bytes):
-            queue.put_nowait(OutputLine(stream, line))
+        async for lines in read_line_batches(_chunks(reader), max_line_bytes):
+            queue.put_nowait(OutputBatch(stream, lines))
     finally:
         queue.put_nowait(None)
 

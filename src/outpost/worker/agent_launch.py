@@ -7,7 +7,6 @@ the gateway's grant, on the host.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import Tier
 from outpost.gateway.server import ModelGateway
 from outpost.gateway.tokens import Grant
-from outpost.gateway.upstreams import Upstream
+from outpost.gateway.upstreams import UpstreamResolver
 from outpost.sandbox.base import EventSink, InboundService, RequestedLimits, Sandbox, SandboxSpec
 from outpost.worker.run_meter import RunMeter
 from outpost.worker.run_report import RunReport
@@ -28,7 +27,7 @@ class AgentRuntime:
     """What every agent run shares: the gateway, the providers behind it, the catalog, the CLIs."""
 
     gateway: ModelGateway
-    upstreams: Mapping[str, Upstream]
+    providers: UpstreamResolver
     catalog: Catalog
     install_dir: Path
     max_turns: int
@@ -57,13 +56,14 @@ async def prepare_launch(
     egress_allow: tuple[str, ...],
 ) -> Launch:
     """Raises InvalidInput when the dispatch's model is no longer in the catalog, SandboxError when the
-    gateway cannot be made reachable. The caller revokes the token once the run is over."""
+    gateway cannot be made reachable, SecretUnreadable when the tenant's provider key cannot be decrypted.
+    The caller revokes the token once the run is over."""
     run_id = f"{row.id}.{row.attempt}"
     choice = resolve_model(runtime.catalog, row.agent, Tier(row.tier), row.model)
     services: tuple[InboundService, ...] = (runtime.gateway,) if choice else ()
     view = await sandbox.view(run_id, workdir, services)
     meter = RunMeter(runtime.catalog, choice, events) if choice else None
-    token = _issue_token(runtime, run_id, row.tenant_id, choice, meter)
+    token = await _issue_token(runtime, run_id, row.tenant_id, choice, meter)
     gateway = GatewayAccess(view.urls[runtime.gateway.name], token) if token else None
     run = AgentRun(
         task=row.task, model=choice, executable=str(adapter.executable()),
@@ -83,12 +83,12 @@ async def prepare_launch(
     return Launch(spec, RunReport(adapter.new_parser()), meter, token)
 
 
-def _issue_token(
+async def _issue_token(
     runtime: AgentRuntime, run_id: str, tenant_id: str, choice: ModelChoice | None, meter: RunMeter | None
 ) -> str | None:
     if choice is None or meter is None:
         return None
-    upstream = runtime.upstreams.get(choice.provider)
+    upstream = await runtime.providers.upstream_for(tenant_id, choice.provider)
     grant = Grant(
         run_id=run_id, tenant_id=tenant_id,
         upstreams={choice.provider: upstream} if upstream is not None else {},

@@ -15,6 +15,7 @@ from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import DispatchStatus, FailureReason
 from outpost.errors import InvalidInput, SandboxError
 from outpost.sandbox.base import LimitName, RequestedLimits, Sandbox, SandboxRun
+from outpost.secrets.box import SecretUnreadable
 from outpost.services.runs import Outcome, RunService
 from outpost.settings import LimitSettings
 from outpost.worker.agent_launch import AgentRuntime, Launch, prepare_launch
@@ -86,6 +87,9 @@ class DispatchExecutor:
         except (SandboxError, InvalidInput) as exc:
             await recorder.close()
             return Outcome(DispatchStatus.FAILED, reason=FailureReason.SANDBOX_ERROR, detail=exc.detail)
+        except SecretUnreadable as exc:
+            await recorder.close()
+            return Outcome(DispatchStatus.FAILED, reason=FailureReason.AUTH, detail=exc.detail)
         started.append(run)
         try:
             return await self._supervise(run, row, abort, recorder, launch)
@@ -181,9 +185,10 @@ async def _to_the_end(cleanups: list[Coroutine[Any, Any, None]]) -> None:
 
 
 async def _record_output(run: SandboxRun, recorder: OutputRecorder, report: RunReport) -> None:
-    async for line in run.output():
-        recorder.add(line)
-        _record_agent_events(recorder, report.feed(line.stream, line.text), line.text)
+    async for batch in run.output():
+        recorder.add(batch)
+        for text in batch.lines:
+            _record_agent_events(recorder, report.feed(batch.stream, text), text)
 
 
 def _record_agent_events(recorder: OutputRecorder, events: list[AgentEvent], line: str | None = None) -> None:
