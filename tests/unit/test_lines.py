@@ -12,7 +12,7 @@ async def _lines(chunks: list[bytes], max_line_bytes: int = 8) -> list[str]:
         for chunk in chunks:
             yield chunk
 
-    return [line async for batch in read_line_batches(source(), max_line_bytes) for line in batch]
+    return [line async for batch in read_line_batches(source(), max_line_bytes) for line in batch.lines]
 
 
 async def test_lines_split_across_chunks_are_joined() -> None:
@@ -37,3 +37,14 @@ async def test_invalid_utf8_and_nul_bytes_are_replaced() -> None:
 
 async def test_empty_lines_are_kept() -> None:
     assert await _lines([b"\n\n"]) == ["", ""]
+
+
+async def test_pieces_of_a_cut_line_are_marked_as_continued() -> None:
+    async def source() -> AsyncIterator[bytes]:
+        yield b"short\n0123456789abcdefXY\nlast"
+
+    batches = [batch async for batch in read_line_batches(source(), 8)]
+    assert [(b.lines, sorted(b.continued)) for b in batches] == [
+        (["short", "01234567", "89abcdef", "XY"], [1, 2]),
+        (["last"], []),
+    ]

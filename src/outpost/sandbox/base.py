@@ -90,6 +90,9 @@ class OutputBatch:
 
     stream: Stream
     lines: list[str]
+    continued: frozenset[int] = frozenset()
+    """Indexes of lines the backend cut at its line limit: each continues in the stream's next line
+    (perhaps in the next batch)."""
 
 
 class SandboxRun(Protocol):

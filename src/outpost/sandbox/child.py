@@ -9,6 +9,8 @@ watcher thread is involved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -51,6 +53,8 @@ class Child:
             stderr=subprocess.PIPE, start_new_session=new_session, pass_fds=tuple(pass_fds),
         )  # fmt: skip
         try:
+            for pipe in (popen.stdout, popen.stderr):
+                _enlarge(_piped(pipe))
             stdout, stderr = attach_pipe(_piped(popen.stdout)), attach_pipe(_piped(popen.stderr))
         except BaseException:
             popen.kill()
@@ -87,3 +91,15 @@ def _piped(stream: IO[bytes] | None) -> IO[bytes]:
     if stream is None:
         raise OSError("the child's output pipe is missing")
     return stream
+
+
+PIPE_BYTES = 1 << 20
+"""Capacity asked for each output pipe. Node CLIs that call process.exit() right after printing lose
+whatever a full pipe did not take (Node writes to pipes asynchronously): with 64 KiB, the default, Gemini
+CLI cut its last long JSON line. 1 MiB is the kernel's default ceiling for unprivileged pipes."""
+
+
+def _enlarge(pipe: IO[bytes]) -> None:
+    # Best effort: a smaller pipe-max-size, or the user's pipe memory quota, leaves the default size.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)

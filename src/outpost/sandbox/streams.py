@@ -39,8 +39,8 @@ async def _pump(
     max_line_bytes: int,
 ) -> None:
     try:
-        async for lines in read_line_batches(_chunks(reader), max_line_bytes):
-            queue.put_nowait(OutputBatch(stream, lines))
+        async for batch in read_line_batches(_chunks(reader), max_line_bytes):
+            queue.put_nowait(OutputBatch(stream, batch.lines, batch.continued))
     finally:
         queue.put_nowait(None)
 

@@ -19,6 +19,7 @@ from outpost.secrets.box import SecretUnreadable
 from outpost.services.runs import Outcome, RunService
 from outpost.settings import LimitSettings
 from outpost.worker.agent_launch import AgentRuntime, Launch, prepare_launch
+from outpost.worker.line_joiner import LineJoiner
 from outpost.worker.recorder import OutputRecorder
 from outpost.worker.run_meter import RunMeter
 from outpost.worker.run_report import RunReport, event_data
@@ -185,10 +186,14 @@ async def _to_the_end(cleanups: list[Coroutine[Any, Any, None]]) -> None:
 
 
 async def _record_output(run: SandboxRun, recorder: OutputRecorder, report: RunReport) -> None:
+    """The log keeps the lines as the sandbox cut them; the parser reads them whole again."""
+    joiner = LineJoiner()
     async for batch in run.output():
         recorder.add(batch)
-        for text in batch.lines:
+        for text in joiner.lines(batch):
             _record_agent_events(recorder, report.feed(batch.stream, text), text)
+    for stream, text in joiner.finish():
+        _record_agent_events(recorder, report.feed(stream, text), text)
 
 
 def _record_agent_events(recorder: OutputRecorder, events: list[AgentEvent], line: str | None = None) -> None:
