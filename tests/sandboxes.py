@@ -25,6 +25,14 @@ def bwrap_problems() -> tuple[str, ...]:
     return tuple(probe.problems())
 
 
+def require_bwrap() -> None:
+    """For tests of the bwrap backend itself: skipped where it cannot work, failed under CI=true."""
+    from tests.requirements import require  # noqa: PLC0415 - keeps this module free of pytest at import
+
+    problems = bwrap_problems()
+    require(f"bwrap cannot run here: {'; '.join(problems)}" if problems else None)
+
+
 def backend() -> str:
     """`bwrap`, unless it cannot work on this (non-CI) machine."""
     if bwrap_problems() and os.environ.get("CI") != "true":

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,13 @@ import pytest
 
 from outpost.agents.catalog import cost_micro_usd, default_catalog, resolve_model
 from outpost.agents.events import Usage
-from outpost.agents.install import is_current
-from outpost.agents.pins import ALL_INSTALLS
 from outpost.domain.dispatch import Tier
+from tests.agent_installs import INSTALL_DIR, require_installed
 from tests.conftest import MakeServer, Server
 from tests.fakes.provider import FakeProvider
 from tests.integration.helpers import TERMINAL, all_events, wait_for_status
-from tests.requirements import require
-from tests.sandboxes import bwrap_problems, sandbox_settings
+from tests.sandboxes import require_bwrap, sandbox_settings
 
-INSTALL_DIR = Path(__file__).resolve().parents[2] / ".tools" / "agents"
 REAL_KEY = "sk-conformance-real-key-5f1e0c9a"
 TASK = "Create the file FILE=/workspace/hello.txt"
 CONTENT = "hello from fake llm\n"
@@ -61,15 +57,9 @@ class Rig:
         return done, await all_events(self.server.client, self.headers, created["id"])
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as provider:
-        yield provider
-
-
 @pytest.fixture
 async def rig(make_server: MakeServer, fake: FakeProvider, tmp_path: Path) -> Rig:
-    require(f"bwrap cannot run here: {'; '.join(bwrap_problems())}" if bwrap_problems() else None)
+    require_bwrap()
     fake.reset()
     providers = {name: {"base_url": fake.base_url, "api_key": REAL_KEY} for name in PROVIDERS}
     server = await make_server(
@@ -96,17 +86,12 @@ def _keep_final_workspaces(rig: Rig) -> None:
     sandbox.remove_workspace = reading_first  # type: ignore[method-assign]
 
 
-def _require_installed(agent: str) -> None:
-    problem = None if is_current(ALL_INSTALLS[agent], INSTALL_DIR) else f"{agent} is not installed"
-    require(problem and f"{problem}: run scripts/bootstrap")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("agent", AGENTS)
 async def test_the_cli_writes_the_file_and_its_usage_and_cost_reach_the_dispatch(
     rig: Rig, agent: str
 ) -> None:
-    _require_installed(agent)
+    require_installed(agent)
     done, events = await rig.run(agent)
     assert done["status"] == "succeeded", (done, _log_tail(events))
     assert (await rig.final_workspace(done["id"])).get("hello.txt") == CONTENT
@@ -149,7 +134,7 @@ def _log_tail(events: list[dict[str, Any]]) -> list[str]:
 async def test_provider_errors_end_the_dispatch_with_a_precise_reason(
     rig: Rig, agent: str, status: int, reason: str
 ) -> None:
-    _require_installed(agent)
+    require_installed(agent)
     rig.fake.fail_next(status, retry_after_s=1 if status == 429 else None, count=1000)
     done, events = await rig.run(agent)
     assert done["status"] == "failed", (done, _log_tail(events))
@@ -196,7 +181,7 @@ def _what_the_sandbox_holds(rig: Rig) -> str:
 async def test_no_provider_key_reaches_the_sandbox_or_any_output(
     rig: Rig, agent: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _require_installed(agent)
+    require_installed(agent)
     rig.fake.first_byte_delay_s = 2.0
     rig.fake.set_mode("slow_first_byte")  # the CLI waits on its first call while the sandbox is searched
     submitted = asyncio.create_task(rig.run(agent))

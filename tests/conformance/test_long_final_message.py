@@ -3,36 +3,26 @@ the cut pieces, and the parser reads the JSON line whole again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from outpost.agents.install import is_current
-from outpost.agents.pins import ALL_INSTALLS
 from outpost.worker.run_report import FINAL_MESSAGE_CHARS
+from tests.agent_installs import INSTALL_DIR, require_installed
 from tests.conftest import MakeServer, Server
 from tests.fakes.provider import FakeProvider
 from tests.integration.helpers import TERMINAL, all_events, wait_for_status
-from tests.requirements import require
-from tests.sandboxes import bwrap_problems, sandbox_settings
+from tests.sandboxes import require_bwrap, sandbox_settings
 
-INSTALL_DIR = Path(__file__).resolve().parents[2] / ".tools" / "agents"
 PROVIDERS = ["anthropic", "openai", "gemini", "xai"]
 MAX_LINE_BYTES = 4096
 # Words, so that no CLI folds it; ~24 pieces of the line limit once the CLI wraps it in JSON.
 LONG_MESSAGE = " ".join(f"word{n}" for n in range(12_000)) + " THE END."
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as provider:
-        yield provider
-
-
 @pytest.fixture
 async def server(make_server: MakeServer, fake: FakeProvider, tmp_path: Path) -> Server:
-    require(f"bwrap cannot run here: {'; '.join(bwrap_problems())}" if bwrap_problems() else None)
+    require_bwrap()
     fake.reset()
     fake.final_text = LONG_MESSAGE
     providers = {name: {"base_url": fake.base_url, "api_key": "sk-long"} for name in PROVIDERS}
@@ -46,7 +36,7 @@ async def server(make_server: MakeServer, fake: FakeProvider, tmp_path: Path) ->
 @pytest.mark.slow
 @pytest.mark.parametrize("agent", ["claude", "codex", "gemini", "grok"])
 async def test_a_final_message_longer_than_a_log_line_is_the_result(server: Server, agent: str) -> None:
-    require(None if is_current(ALL_INSTALLS[agent], INSTALL_DIR) else f"{agent} is not installed")
+    require_installed(agent)
     headers = await server.new_tenant()
     body = {"agent": agent, "task": "Create the file FILE=/workspace/hello.txt", "timeout_s": 90}
     response = await server.client.post("/v1/dispatches", json=body, headers=headers)

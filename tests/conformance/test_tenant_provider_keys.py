@@ -9,15 +9,12 @@ from typing import Any
 
 import pytest
 
-from outpost.agents.install import is_current
-from outpost.agents.pins import ALL_INSTALLS
+from tests.agent_installs import INSTALL_DIR, require_installed
 from tests.conftest import MakeServer, Server
 from tests.fakes.provider import FakeProvider
 from tests.integration.helpers import TERMINAL, all_events, wait_for_status
-from tests.requirements import require
-from tests.sandboxes import bwrap_problems, sandbox_settings
+from tests.sandboxes import require_bwrap, sandbox_settings
 
-INSTALL_DIR = Path(__file__).resolve().parents[2] / ".tools" / "agents"
 SERVER_KEY = "sk-server-key-for-everyone-41d2"
 TENANT_KEY = "sk-tenant-a-own-key-77c1"
 AGENT = "codex"  # the quickest CLI to start; the gateway path is the same for every agent
@@ -32,8 +29,8 @@ def fakes() -> Iterator[tuple[FakeProvider, FakeProvider]]:
 
 @pytest.fixture
 async def server(make_server: MakeServer, fakes: tuple[FakeProvider, FakeProvider], tmp_path: Path) -> Server:
-    require(f"bwrap cannot run here: {'; '.join(bwrap_problems())}" if bwrap_problems() else None)
-    require(None if is_current(ALL_INSTALLS[AGENT], INSTALL_DIR) else f"{AGENT} is not installed")
+    require_bwrap()
+    require_installed(AGENT)
     for fake in fakes:
         fake.reset()
     providers = {"openai": {"base_url": fakes[0].base_url, "api_key": SERVER_KEY}}

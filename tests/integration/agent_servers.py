@@ -11,21 +11,13 @@ from typing import Any
 
 import httpx
 
-from outpost.agents.install import is_current
-from outpost.agents.pins import ALL_INSTALLS
+from tests.agent_installs import INSTALL_DIR
 from tests.fakes.provider import FakeProvider
 from tests.integration.helpers import TERMINAL
 from tests.integration.processes import ServerProcess, wait_for_status_sync
-from tests.requirements import require
 
-INSTALL_DIR = Path(__file__).resolve().parents[2] / ".tools" / "agents"
 REAL_KEY = "sk-served-real-key-7c41d2e8"
 PROVIDERS = ("anthropic", "openai", "gemini", "xai", "deepseek")
-
-
-def require_installed(agent: str) -> None:
-    problem = None if is_current(ALL_INSTALLS[agent], INSTALL_DIR) else f"{agent} is not installed"
-    require(problem and f"{problem}: run scripts/bootstrap")
 
 
 def provider_env(fake: FakeProvider) -> dict[str, str]:

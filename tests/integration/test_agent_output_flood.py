@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from outpost.worker.recorder import EVENT_OVERHEAD_BYTES
+from tests.agent_installs import require_installed
 from tests.fakes.provider import FakeProvider
-from tests.integration.agent_servers import agent_server, require_installed
+from tests.integration.agent_servers import agent_server
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,10 @@ import pytest
 
 from outpost.sandbox.naming import instance_marker
 from outpost.sandbox.procfs import pids_with_marker
+from tests.agent_installs import require_installed
 from tests.fakes.provider import FakeProvider
 from tests.fakes.provider_script import FILE_CONTENT, FINAL_TEXT
-from tests.integration.agent_servers import REAL_KEY, AgentServer, agent_server, require_installed
+from tests.integration.agent_servers import REAL_KEY, AgentServer, agent_server
 
 pytestmark = pytest.mark.slow
 

@@ -11,13 +11,10 @@ from typing import Any
 
 import pytest
 
-from outpost.agents.install import is_current
 from outpost.agents.pins import ALL_INSTALLS, CLAUDE_INSTALL
+from tests.agent_installs import INSTALL_DIR, require_installed
 from tests.conftest import MakeServer
 from tests.integration.processes import OUTPOST
-from tests.requirements import require
-
-INSTALL_DIR = Path(__file__).resolve().parents[2] / ".tools" / "agents"
 
 
 @pytest.fixture
@@ -37,9 +34,7 @@ async def _ready_agents(make_server: MakeServer, **settings: Any) -> dict[str, d
 
 
 async def test_an_installed_agent_is_ready_at_its_pin_as_the_cli_reports_it(make_server: MakeServer) -> None:
-    require(
-        None if is_current(CLAUDE_INSTALL, INSTALL_DIR) else "claude is not installed: run scripts/bootstrap"
-    )
+    require_installed("claude")
     agents = await _ready_agents(
         make_server, agents={"install_dir": INSTALL_DIR}, providers={"anthropic": {"api_key": "sk-test"}}
     )

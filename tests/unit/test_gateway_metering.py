@@ -352,6 +352,12 @@ def test_a_usage_cut_off_or_faked_inside_text_bills_nothing() -> None:
     assert _meter("chat_completions", [_event(quoted)]) is None
 
 
+def test_an_overlong_comment_or_field_does_not_break_the_events_around_it() -> None:
+    usage = {"model": "m", "usage": {"prompt_tokens": 4, "completion_tokens": 2}}
+    chunks = [b": " + b"c" * (2 << 20) + b"\n", b"id: " + b"9" * (2 << 20) + b"\n", _event(usage)]
+    assert _meter("chat_completions", chunks) == MeteredCall("m", Usage(4, 2, 0, 0))
+
+
 def test_event_data_over_the_line_limit_in_total_is_dropped() -> None:
     frames = [b"data: [\n" * 30 + b"data: 1]\n\n"]
     assert _meter("gemini", frames, max_line_bytes=64) is None
