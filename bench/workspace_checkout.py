@@ -223,13 +223,13 @@ def report(args: argparse.Namespace, results: dict[str, Any], work: Path) -> str
         f"first resolve (a full fetch into a new mirror): {results['first_resolve_ms']:.0f} ms; "
         f"recompression after it (background): {results['recompress_ms']:.0f} ms",
         f"targets: checkout p50 <= {TARGET_CHECKOUT_P50_MS:.0f} ms: "
-        f"{_verdict(ours, TARGET_CHECKOUT_P50_MS)}; capture p50 <= {TARGET_CAPTURE_P50_MS:.0f} ms: "
-        f"{_verdict(capture, TARGET_CAPTURE_P50_MS)}",
+        f"{verdict(ours, TARGET_CHECKOUT_P50_MS)}; capture p50 <= {TARGET_CAPTURE_P50_MS:.0f} ms: "
+        f"{verdict(capture, TARGET_CAPTURE_P50_MS)}",
     ]
     return "\n".join(lines)
 
 
-def _verdict(value: float, target: float) -> str:
+def verdict(value: float, target: float) -> str:
     return "met" if value <= target else "MISSED"
 
 

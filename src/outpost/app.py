@@ -23,17 +23,27 @@ from outpost.sandbox.process import ProcessSandbox
 from outpost.secrets.box import SecretBox
 from outpost.secrets.master_key import load_master_key
 from outpost.secrets.vault import SecretVault
+from outpost.services.artifacts import ArtifactService
 from outpost.services.dispatches import DispatchService
+from outpost.services.git_credentials import GitCredentialService
 from outpost.services.keys import KeyService
 from outpost.services.providers import ProviderService
+from outpost.services.retention import RetentionJanitor
 from outpost.services.runs import RunService
+from outpost.services.workspaces import WorkspaceService
 from outpost.settings import Settings
 from outpost.storage.base import ObjectStore
+from outpost.storage.disk_guard import DiskGuard
 from outpost.storage.factory import build_object_store, build_url_signer
 from outpost.storage.signing import UrlSigner
 from outpost.worker.agent_launch import AgentRuntime
 from outpost.worker.executor import DispatchExecutor
+from outpost.worker.persistent import PersistentStore
 from outpost.worker.queue.inprocess import InProcessWorker
+from outpost.worker.run_results import RunResults
+from outpost.worker.run_workspace import RunWorkspaces, WorkspacePlaces
+from outpost.workspaces.git import Git
+from outpost.workspaces.mirrors import MirrorCache
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +61,16 @@ class Container:
     worker: InProcessWorker
     gateway: ModelGateway
     providers: ProviderService
+    git_credentials: GitCredentialService
     vault: SecretVault
     objects: ObjectStore
     url_signer: UrlSigner
     agent_statuses: AgentStatusCache
+    mirrors: MirrorCache
+    artifacts: ArtifactService
+    workspaces: WorkspaceService
+    disk_guard: DiskGuard
+    janitor: RetentionJanitor
     _lock_file: IO[str] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -73,6 +89,7 @@ class Container:
                 self._lock_file = lock_data_dir(self.settings.data_dir)
                 await self._recover()
                 self.worker.start()
+                self.janitor.start()  # one sweeper per data dir: it runs where the worker does
         except BaseException:
             await self.stop()  # a start that fails leaves no connection or lock behind
             raise
@@ -92,8 +109,10 @@ class Container:
             )
 
     async def stop(self) -> None:
+        await self.janitor.stop()
         await self.worker.stop()
         await self.gateway.close()
+        await self.mirrors.close()
         await self.objects.close()
         await self.store.dispose()
         if self._lock_file is not None:
@@ -124,21 +143,52 @@ def build_container(settings: Settings) -> Container:
         gateway=gateway, providers=providers, catalog=default_catalog(),
         install_dir=settings.agents.install_dir.resolve(), max_turns=settings.agents.max_turns,
     )  # fmt: skip
+    git_credentials = GitCredentialService(store, vault)
+    guard = DiskGuard(settings.data_dir, settings.retention)
+    git = Git(settings.git, settings.data_dir.resolve() / "git-home")
+    mirrors = MirrorCache(settings.data_dir.resolve() / "mirrors", git)
+    workspaces = WorkspaceService(
+        store, PersistentStore(settings.data_dir.resolve() / "persistent", git), settings.workspaces
+    )
+    places = WorkspacePlaces(
+        private_root=settings.data_dir.resolve() / "baselines", persistent=workspaces.persistent,
+        sizes=workspaces, default_disk_bytes=settings.sandbox.disk_mb * 2**20, space=guard,
+    )  # fmt: skip
     executor = DispatchExecutor(
         runs=runs, sandbox=sandbox, agents=agents, runtime=runtime,
+        workspaces=RunWorkspaces(git, mirrors, git_credentials, places),
+        results=RunResults(store, objects, git, settings.retention.artifact_days, guard),
         limits=settings.limits, flush_s=settings.worker.log_flush_ms / 1000,
     )  # fmt: skip
     worker = InProcessWorker(runs, executor, settings.worker.slots, settings.worker.poll_interval_s)
     dispatches = DispatchService(
-        store, worker, agents, settings.limits, settings.worker.abort_grace_s, settings.sandbox
+        store,
+        worker,
+        agents,
+        settings.limits,
+        settings.worker.abort_grace_s,
+        settings.sandbox,
+        settings.git,
+        settings.workspaces.quota_bytes,
     )
     keys = KeyService(store, settings.key_cache_ttl_s)
     return Container(
         settings=settings, store=store, keys=keys, dispatches=dispatches, runs=runs, sandbox=sandbox,
         worker=worker, gateway=gateway, providers=providers, vault=vault, objects=objects,
-        url_signer=url_signer,
+        url_signer=url_signer, git_credentials=git_credentials, mirrors=mirrors,
+        artifacts=ArtifactService(store, dispatches, url_signer), workspaces=workspaces,
         agent_statuses=AgentStatusCache(settings.agents.install_dir, settings.providers),
+        disk_guard=guard, janitor=build_janitor(settings, store, objects, guard),
     )  # fmt: skip
+
+
+def build_janitor(
+    settings: Settings, store: Store, objects: ObjectStore, guard: DiskGuard
+) -> RetentionJanitor:
+    on_disk = settings.storage.backend == "filesystem"  # its objects live under the data dir
+    return RetentionJanitor(
+        store, objects, guard, settings.retention, settings.data_dir, objects_in_data_dir=on_disk
+    )
 
 
 def build_secret_box(settings: Settings) -> SecretBox:

@@ -13,6 +13,7 @@
     ├── RateLimited             too many requests for this key (429)
     ├── Unavailable             a dependency is down or not ready (503)
     │   ├── StoreUnavailable    the database cannot be reached
+    │   ├── InsufficientStorage a write would eat into the data dir's free-space reserve (507)
     │   ├── SecretUnreadable    a stored secret does not decrypt under this master key (secrets.box)
     │   └── MasterKeyError      the master key is missing, malformed or stored unsafely
     └── SandboxError            a sandbox could not start or be controlled
@@ -74,6 +75,10 @@ class Unavailable(OutpostError):
 
 class StoreUnavailable(Unavailable):
     pass
+
+
+class InsufficientStorage(Unavailable):
+    """Writing would leave less free space on the data dir's file system than the configured reserve."""
 
 
 class SandboxError(OutpostError):

@@ -14,8 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.errors import InvalidInput
 from outpost.sandbox.egress_policy import parse_entry
+from outpost.services.retention_settings import RetentionSettings
 from outpost.storage.settings import StorageSettings
-from outpost.workspaces.settings import GitSettings
+from outpost.workspaces.settings import GitSettings, WorkspaceSettings
 
 
 class ProviderSettings(BaseModel):
@@ -160,7 +161,9 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     secrets: SecretSettings = Field(default_factory=SecretSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     git: GitSettings = Field(default_factory=GitSettings)
+    workspaces: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,3 +116,14 @@ def wait_for_status_sync(
             return body
         time.sleep(0.02)
     raise AssertionError(f"dispatch {dispatch_id} never reached {statuses}")
+
+
+@contextmanager
+def serving(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """`outpost serve` on `data_dir`, stopped (terminate, then kill) when the block ends."""
+    process = ServerProcess(data_dir, env=env or {})
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()

@@ -18,7 +18,7 @@ import pytest
 from outpost import errors
 from outpost.cli.client import error_from_response
 from tests.integration.helpers import TERMINAL
-from tests.integration.processes import OUTPOST, ServerProcess, free_port, wait_for_status_sync
+from tests.integration.processes import OUTPOST, ServerProcess, free_port, serving, wait_for_status_sync
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +31,16 @@ EXIT_DISPATCH_UNSUCCESSFUL = 4
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """`outpost serve` on a free port, stopped (terminate, then kill) after the module's last test."""
-    process = ServerProcess(tmp_path_factory.mktemp("cli") / "data")
-    try:
-        process.start()
+    with serving(tmp_path_factory.mktemp("cli") / "data") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
 def admin_key(server: ServerProcess) -> str:
+    return make_admin_key(server)
+
+
+def make_admin_key(server: ServerProcess) -> str:
     """The first key of a tenant made with `outpost tenants create --admin`: it can create tenants."""
     done = subprocess.run(
         [OUTPOST, "tenants", "create", "operators", "--admin"],
@@ -97,8 +97,7 @@ class Result:
         assert mentions in self.stderr, self
 
 
-@pytest.fixture
-def cli(server: ServerProcess, admin_key: str) -> Cli:
+def new_tenant_cli(server: ServerProcess, admin_key: str) -> Cli:
     """A new tenant (made over the API with the admin key) and a runner of the CLI as that tenant."""
     response = httpx.post(
         f"{server.url}/v1/tenants",
@@ -108,6 +107,11 @@ def cli(server: ServerProcess, admin_key: str) -> Cli:
     )
     assert response.status_code == 201, response.text
     return Cli(server.url, response.json()["key"]["key"])
+
+
+@pytest.fixture
+def cli(server: ServerProcess, admin_key: str) -> Cli:
+    return new_tenant_cli(server, admin_key)
 
 
 def test_dispatch_wait_prints_the_result_and_exits_zero_when_the_dispatch_succeeds(cli: Cli) -> None:
@@ -264,8 +268,10 @@ def test_an_unreachable_server_gets_a_one_line_error() -> None:
 
 
 def test_a_repo_is_sent_and_the_servers_refusal_shown_in_one_line(cli: Cli) -> None:
-    result = cli("dispatch", "--agent", "shell", "--repo", "https://example.com/r.git", "--ref", "main", "ls")
-    result.assert_one_line_error(EXIT_USER_ERROR, "git workspaces are not supported")
+    result = cli(
+        "dispatch", "--agent", "shell", "--repo", "https://example.com/r.git", "--ref", "main~2", "ls"
+    )
+    result.assert_one_line_error(EXIT_USER_ERROR, "ref 'main~2' refused")
 
 
 UsageCase = tuple[list[str], str]

@@ -150,6 +150,9 @@ async def test_nested_repositories_are_left_out_with_a_warning(tmp_path: Path) -
     assert b"Subproject commit" not in patch
     assert nested_head not in patch
     assert workspace.baseline.commit.encode() not in patch  # what vendor/out's HEAD (the origin's) names
+    tree = git(workspace.baseline.git_dir, "ls-tree", "-r", "--full-tree", changes.tree)
+    assert "160000" not in tree  # no gitlink, so none in a pushed commit either
+    assert "vendor/" not in tree
 
 
 async def test_fifos_are_removed_so_the_capture_cannot_hang(tmp_path: Path) -> None:

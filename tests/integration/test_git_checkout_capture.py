@@ -57,6 +57,8 @@ async def test_a_capture_without_changes_is_empty(tmp_path: Path) -> None:
     assert (changes.files, changes.patch_bytes, changes.warnings) == ((), 0, ())
     assert changes.patch_path.read_bytes() == b""
     assert changes.base_commit == workspace.baseline.commit
+    baseline_tree = git(workspace.origin.path, "rev-parse", f"{workspace.baseline.commit}^{{tree}}")
+    assert changes.tree == baseline_tree.strip()
 
 
 async def test_capture_records_edits_adds_deletes_renames_binaries_and_modes(tmp_path: Path) -> None:

@@ -12,7 +12,15 @@ from outpost import __version__
 from outpost.api.auth import TokenBuckets
 from outpost.api.body_limit import BodyLimitMiddleware
 from outpost.api.problems import install_problem_handlers
-from outpost.api.routes import dispatches, health, keys, providers
+from outpost.api.routes import (
+    artifacts,
+    dispatches,
+    git_credentials,
+    health,
+    keys,
+    providers,
+    workspaces,
+)
 from outpost.app import Container
 
 
@@ -37,8 +45,11 @@ def create_app(container: Container) -> FastAPI:
     app.state.rate_limits = TokenBuckets(container.settings.limits.requests_per_s)
     install_problem_handlers(app)
     app.include_router(dispatches.router)
+    app.include_router(artifacts.router)
+    app.include_router(workspaces.router)
     app.include_router(keys.router)
     app.include_router(providers.router)
+    app.include_router(git_credentials.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=container.settings.limits.max_body_bytes)
     return app

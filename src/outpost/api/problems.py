@@ -21,6 +21,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 ERROR_STATUS: list[tuple[type[errors.OutpostError], int, str]] = [
     (errors.StaleVersion, 409, "conflict"),
     (errors.StoreUnavailable, 503, "unavailable"),
+    (errors.InsufficientStorage, 507, "insufficient-storage"),
     (errors.InvalidInput, 422, "invalid-input"),
     (errors.AuthenticationFailed, 401, "unauthorized"),
     (errors.PermissionDenied, 403, "forbidden"),
@@ -38,7 +39,7 @@ _MAX_FIELD_PART_CHARS = 64
 TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
     409: "Conflict", 413: "Payload too large", 422: "Invalid input", 429: "Too many requests",
-    500: "Internal server error", 503: "Service unavailable",
+    500: "Internal server error", 503: "Service unavailable", 507: "Insufficient storage",
 }  # fmt: skip
 
 

@@ -12,7 +12,8 @@ Commands never see an httpx or pydantic error. Everything that goes wrong become
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -33,7 +34,9 @@ from outpost.errors import (
     RateLimited,
     Unavailable,
 )
+from outpost.schemas.artifacts import ArtifactList, ArtifactRead, WorkspacePage
 from outpost.schemas.dispatches import DispatchCreate, DispatchPage, DispatchRead, EventPage
+from outpost.schemas.git_credentials import GitCredentialList, GitCredentialRead, GitCredentialSet
 from outpost.schemas.keys import KeyCreate, KeyIssued, KeyRead
 from outpost.schemas.providers import ProviderRead, ProviderUpdate
 
@@ -125,13 +128,15 @@ class ApiClient:
     Every method raises OutpostError subclasses only (see the module docstring).
     """
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, transport: httpx.BaseTransport | None = None) -> None:
+        """`transport` replaces the network, for tests (`httpx.MockTransport`)."""
         self._url = settings.url
         self._key = settings.api_key
         self._http = httpx.Client(
             base_url=settings.url,
             timeout=TIMEOUT,
             headers={"User-Agent": f"outpost-cli/{__version__}", "Accept": "application/json"},
+            transport=transport,
         )
 
     @classmethod
@@ -192,6 +197,42 @@ class ApiClient:
         if response.is_error:
             raise error_from_response(response)
 
+    def list_git_credentials(self) -> list[GitCredentialRead]:
+        return self._call("GET", "/v1/git-credentials", GitCredentialList).items
+
+    def set_git_credential(self, host: str, body: GitCredentialSet) -> GitCredentialRead:
+        sent = {"username": body.username, "token": body.token.get_secret_value()}
+        return self._call("PUT", f"/v1/git-credentials/{_segment(host)}", GitCredentialRead, json=sent)
+
+    def delete_git_credential(self, host: str) -> None:
+        response = self._send("DELETE", f"/v1/git-credentials/{_segment(host)}")
+        if response.is_error:
+            raise error_from_response(response)
+
+    def list_artifacts(self, dispatch_id: str) -> list[ArtifactRead]:
+        path = f"/v1/dispatches/{_segment(dispatch_id)}/artifacts"
+        return self._call("GET", path, ArtifactList).items
+
+    @contextmanager
+    def open_download(self, url: str) -> Iterator[Iterator[bytes]]:
+        """The body of a signed artifact link, in chunks. The signature is the authorization, so the API
+        key is not sent: the link may be handed to (or point at) anything, and the key must not go with it.
+        """
+        stream = self._http.stream("GET", url, headers={"Accept": "*/*"})
+        with self._translated_transport_errors(), stream as response:
+            if response.is_error:
+                response.read()
+                raise error_from_response(response)
+            yield response.iter_bytes()
+
+    def list_workspaces(self) -> WorkspacePage:
+        return self._call("GET", "/v1/workspaces", WorkspacePage)
+
+    def delete_workspace(self, workspace_id: str) -> None:
+        response = self._send("DELETE", f"/v1/workspaces/{_segment(workspace_id)}")
+        if response.is_error:
+            raise error_from_response(response)
+
     def _call(self, method: str, path: str, shape: type[ResponseT], **options: Any) -> ResponseT:
         response = self._send(method, path, **options)
         if response.is_error:
@@ -208,8 +249,13 @@ class ApiClient:
         if not self._key:
             raise AuthenticationFailed(NO_KEY)
         headers = {"Authorization": f"Bearer {self._key}", **options.pop("headers", {})}
-        try:
+        with self._translated_transport_errors():
             return self._http.request(method, path, headers=headers, **options)
+
+    @contextmanager
+    def _translated_transport_errors(self) -> Iterator[None]:
+        try:
+            yield
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise Unavailable(
                 f"cannot reach the Outpost server at {self._url}: {exc}; is `outpost serve` running?"

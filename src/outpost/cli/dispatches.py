@@ -8,7 +8,7 @@ from outpost.cli import display
 from outpost.cli.client import ApiClient, build_request
 from outpost.cli.watch import page_events, raise_unless_succeeded, wait_until_ended
 from outpost.domain.dispatch import AgentName, DispatchStatus, Tier
-from outpost.schemas.dispatches import DispatchCreate, DispatchRead, RepoSpec
+from outpost.schemas.dispatches import DispatchCreate, DispatchRead
 
 AGENTS = click.Choice([agent.value for agent in AgentName])
 STATUSES = click.Choice([status.value for status in DispatchStatus])
@@ -31,6 +31,8 @@ def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 @click.option("--model", help="An exact model instead of a tier.")
 @click.option("--repo", "repo_url", metavar="URL", help="Git repository to work in.")
 @click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
+@click.option("--workspace", metavar="NAME", help="Your persistent workspace to work in (made on first use).")
+@click.option("--push", "push_branch", metavar="BRANCH", help="Commit the changes and push them to BRANCH.")
 @click.option("--timeout", "timeout_s", type=click.IntRange(min=1), metavar="SECONDS", help="Time limit.")
 @click.option("--env", multiple=True, callback=parse_pairs, metavar="NAME=VALUE", help="Non-secret variable.")
 @click.option("--label", multiple=True, callback=parse_pairs, metavar="KEY=VALUE", help="Label to filter by.")
@@ -41,8 +43,8 @@ def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 @click.argument("task")
 def dispatch(
     task: str, agent: str, tier: str | None, model: str | None, repo_url: str | None, ref: str | None,
-    timeout_s: int | None, env: dict[str, str], label: dict[str, str], idempotency_key: str | None,
-    wait: bool, follow: bool, as_json: bool,
+    workspace: str | None, push_branch: str | None, timeout_s: int | None, env: dict[str, str],
+    label: dict[str, str], idempotency_key: str | None, wait: bool, follow: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Run TASK with an agent. Prints the dispatch id; with --wait or --follow, how it ended."""
     if follow and as_json:
@@ -50,8 +52,8 @@ def dispatch(
             "--follow prints output lines, not JSON: use --wait --json, then `outpost logs`"
         )
     request = _dispatch_request(
-        task=task, agent=agent, tier=tier, model=model, repo_url=repo_url, ref=ref, timeout_s=timeout_s,
-        env=env, labels=label,
+        task=task, agent=agent, tier=tier, model=model, repo_url=repo_url, ref=ref, workspace=workspace,
+        push_branch=push_branch, timeout_s=timeout_s, env=env, labels=label,
     )  # fmt: skip
     with ApiClient.from_environment() as api:
         created = api.submit_dispatch(request, idempotency_key)
@@ -64,17 +66,22 @@ def dispatch(
 
 def _dispatch_request(
     *, task: str, agent: str, tier: str | None, model: str | None, repo_url: str | None, ref: str | None,
-    timeout_s: int | None, env: dict[str, str], labels: dict[str, str],
+    workspace: str | None, push_branch: str | None, timeout_s: int | None, env: dict[str, str],
+    labels: dict[str, str],
 ) -> DispatchCreate:  # fmt: skip
     """Raises UsageError for options that do not go together, InvalidInput for values the API refuses."""
     if tier is not None and model is not None:
         raise click.UsageError("give --tier or --model, not both")
-    if ref is not None and repo_url is None:
-        raise click.UsageError("--ref needs --repo")
-    repo = build_request(RepoSpec, url=repo_url, ref=ref) if repo_url is not None else None
+    for option, value in (("--ref", ref), ("--push", push_branch)):
+        if value is not None and repo_url is None:
+            raise click.UsageError(f"{option} needs --repo")
+    # Nested values go in as dicts, so that a refused one is named in full (`workspace.name`).
     return build_request(
-        DispatchCreate, agent=agent, task=task, tier=tier, model=model, repo=repo, timeout_s=timeout_s,
-        env=env, labels=labels,
+        DispatchCreate, agent=agent, task=task, tier=tier, model=model,
+        repo={"url": repo_url, "ref": ref} if repo_url is not None else None,
+        workspace={"mode": "persistent", "name": workspace} if workspace is not None else {},
+        push={"branch": push_branch} if push_branch is not None else None,
+        timeout_s=timeout_s, env=env, labels=labels,
     )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from outpost.schemas.artifacts import ArtifactRead, WorkspaceRead
 from outpost.schemas.dispatches import DispatchRead, EventRead
 from outpost.schemas.keys import KeyRead
 from outpost.schemas.providers import ProviderRead
@@ -22,6 +23,8 @@ from outpost.schemas.providers import ProviderRead
 # Off a terminal Rich would wrap at 80 columns and split ids across lines; pipes get whole rows instead.
 PIPE_WIDTH = 200
 TASK_PREVIEW_CHARS = 60
+SHA256_PREFIX_CHARS = 12
+BYTE_UNITS = ("KiB", "MiB", "GiB", "TiB")
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -45,6 +48,18 @@ def print_json(model: BaseModel) -> None:
 def when(moment: datetime | None) -> str:
     """A timestamp in the local time zone, to the second; empty for None."""
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def size(size_bytes: int) -> str:
+    """Bytes for people: `512 B`, `1.5 KiB`, `2.0 GiB`."""
+    if size_bytes < 1024:
+        return f"{size_bytes} B"
+    value = float(size_bytes)
+    for unit in BYTE_UNITS:
+        value /= 1024
+        if value < 1024 or unit == BYTE_UNITS[-1]:
+            break
+    return f"{value:.1f} {unit}"
 
 
 def duration(dispatch: DispatchRead) -> str:
@@ -106,6 +121,24 @@ def provider_table(providers: Sequence[ProviderRead]) -> Table:
     return _table(("NAME", "BASE URL", "URL FROM", "KEY FROM", "KEY VERSION", "UPDATED"), rows)
 
 
+def artifact_table(artifacts: Sequence[ArtifactRead]) -> Table:
+    rows = [
+        (a.name, size(a.size_bytes), a.sha256[:SHA256_PREFIX_CHARS], when(a.expires_at)) for a in artifacts
+    ]
+    return _table(("NAME", "SIZE", "SHA256", "EXPIRES"), rows)
+
+
+def workspace_table(workspaces: Sequence[WorkspaceRead]) -> Table:
+    rows = [
+        (
+            w.id, w.name, w.repo_url or "", size(w.size_bytes), w.in_use_by or "", when(w.created_at),
+            when(w.last_used_at),
+        )
+        for w in workspaces
+    ]  # fmt: skip
+    return _table(("ID", "NAME", "REPO", "SIZE", "IN USE BY", "CREATED", "LAST USED"), rows)
+
+
 def dispatch_details(dispatch: DispatchRead) -> Table:
     """Label/value lines of every field that has a value."""
     grid = Table.grid(padding=(0, 2))
@@ -127,8 +160,17 @@ def _detail_rows(d: DispatchRead) -> list[tuple[str, str]]:
         ("tokens", f"{usage.input_tokens} in, {usage.output_tokens} out" if usage.input_tokens else ""),
         ("cost", f"${d.cost_usd:.4f}" if d.cost_usd else ""),
         ("labels", ", ".join(f"{name}={value}" for name, value in d.labels.items())),
+        ("repo", d.repo.url if d.repo else ""), ("ref", (d.repo.ref or "") if d.repo else ""),
+        ("base commit", d.base_commit or ""), ("workspace", d.workspace.name or ""),
+        ("push to", d.push.branch if d.push else ""),
+        ("artifacts", _artifact_lines(d.artifacts)),
         ("task", d.task), ("result", d.result or ""),
     ]  # fmt: skip
+
+
+def _artifact_lines(artifacts: Sequence[ArtifactRead]) -> str:
+    width = max((len(a.name) for a in artifacts), default=0)
+    return "\n".join(f"{a.name:<{width}}  {size(a.size_bytes)}" for a in artifacts)
 
 
 def _exit(dispatch: DispatchRead) -> str:

@@ -11,3 +11,7 @@ class DispatchUnsuccessful(OutpostError):
     def __init__(self, detail: str, status: str) -> None:
         super().__init__(detail)
         self.status = status
+
+
+class DownloadFailed(OutpostError):
+    """An artifact could not be saved: an unsafe name, a checksum mismatch, or a local file error."""

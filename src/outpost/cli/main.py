@@ -39,8 +39,11 @@ COMMANDS = {
     "list": "outpost.cli.dispatches:list_dispatches",
     "logs": "outpost.cli.dispatches:logs",
     "cancel": "outpost.cli.dispatches:cancel",
+    "artifacts": "outpost.cli.artifacts:artifacts",
+    "workspaces": "outpost.cli.workspaces:workspaces",
     "agents": "outpost.cli.agents:agents",
     "providers": "outpost.cli.providers:providers",
+    "git-credentials": "outpost.cli.git_credentials:git_credentials",
 }
 
 

@@ -90,6 +90,13 @@ dispatches = Table(
     Column("cost_micro_usd", BigInteger, nullable=False),
     # What the agent CLI itself reported (Claude Code, aider): a cross-check of the metered cost.
     Column("cli_cost_micro_usd", BigInteger, nullable=True),
+    # The repository ({url, ref}) the workspace starts from, the commit it resolved to, the persistent
+    # workspace the dispatch uses (NULL: an ephemeral one), and the branch its changes are pushed to.
+    Column("repo", PortableJSON, nullable=True),
+    Column("base_commit", String(64), nullable=True),
+    Column("workspace_id", String(ULID_LEN), nullable=True),
+    Column("workspace_name", String(200), nullable=True),
+    Column("push_branch", String(255), nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key"),
     # Keyset pagination: newest first within a tenant, optionally filtered by status or agent.
     Index(None, "tenant_id", "id"),
@@ -133,4 +140,39 @@ tenant_providers = Table(
     Column("provider", String(40), primary_key=True),
     Column("base_url", String(2048), nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# What a dispatch's run left behind (patch, changed files, final message, event log), stored in the object
+# store under `object_key`; rows and objects expire together at `expires_at`.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", String(ULID_LEN), primary_key=True),
+    Column("tenant_id", String(ULID_LEN), ForeignKey("tenants.id"), nullable=False),
+    Column("dispatch_id", String(ULID_LEN), ForeignKey("dispatches.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("object_key", String(1024), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("content_type", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    UniqueConstraint("dispatch_id", "name"),
+    Index(None, "expires_at"),
+)
+
+# Named workspaces that outlive a dispatch, per tenant. `busy_dispatch_id` is the dispatch using it (at
+# most one at a time); `size_bytes` is its size when its last run ended (the tenant's quota counts it).
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", String(ULID_LEN), primary_key=True),
+    Column("tenant_id", String(ULID_LEN), ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("repo_url", String(2048), nullable=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("busy_dispatch_id", String(ULID_LEN), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name"),
 )

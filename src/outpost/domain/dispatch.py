@@ -59,6 +59,9 @@ class FailureReason(StrEnum):
     PIDS = "pids"
     DISK_FULL = "disk_full"
     SANDBOX_ERROR = "sandbox_error"
+    WORKSPACE_ERROR = "workspace_error"
+    """The workspace could not be prepared: repository unreachable or refused, ref missing, credential
+    refused, tree too large for the workspace."""
     WORKER_LOST = "worker_lost"
     TIMED_OUT = "timed_out"
     INTERNAL = "internal"

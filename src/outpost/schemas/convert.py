@@ -6,12 +6,22 @@ from outpost.db.repositories.dispatches import DispatchRow
 from outpost.db.repositories.events import EventRow
 from outpost.db.repositories.tenants import ApiKeyRow, TenantRow
 from outpost.domain.dispatch import AgentName, DispatchStatus, FailureReason, Tier
-from outpost.schemas.dispatches import DispatchLimits, DispatchRead, EventRead, Failure, Usage
+from outpost.schemas.artifacts import ArtifactRead
+from outpost.schemas.dispatches import (
+    DispatchLimits,
+    DispatchRead,
+    EventRead,
+    Failure,
+    PushSpec,
+    RepoSpec,
+    Usage,
+    WorkspaceSpec,
+)
 from outpost.schemas.keys import KeyRead
 from outpost.schemas.tenants import TenantLimits, TenantPolicyRead
 
 
-def dispatch_read(row: DispatchRow) -> DispatchRead:
+def dispatch_read(row: DispatchRow, artifacts: list[ArtifactRead] | None = None) -> DispatchRead:
     failure = None
     if row.failure_reason is not None:
         failure = Failure(reason=FailureReason(row.failure_reason), detail=row.failure_detail)
@@ -29,7 +39,13 @@ def dispatch_read(row: DispatchRow) -> DispatchRead:
         max_cost_usd=None if row.max_cost_micro_usd is None else row.max_cost_micro_usd / 1_000_000,
         limits=DispatchLimits.model_validate(row.limits) if row.limits else None,
         egress_allow=row.egress_allow or [],
-        artifacts=[],
+        repo=RepoSpec.model_validate(row.repo) if row.repo else None, base_commit=row.base_commit,
+        workspace=(
+            WorkspaceSpec(mode="persistent", name=row.workspace_name) if row.workspace_name
+            else WorkspaceSpec()
+        ),
+        push=PushSpec(branch=row.push_branch) if row.push_branch else None,
+        artifacts=artifacts or [],
     )  # fmt: skip
 
 

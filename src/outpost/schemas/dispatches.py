@@ -13,11 +13,13 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from outpost.domain.dispatch import AgentName, DispatchStatus, FailureReason, Tier
 from outpost.errors import InvalidInput
 from outpost.sandbox.egress_policy import parse_entry
+from outpost.schemas.artifacts import ArtifactRead
 from outpost.schemas.text import StorableText
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
@@ -48,10 +50,31 @@ class RepoSpec(BaseModel):
     ref: Annotated[StorableText, Field(min_length=1, max_length=255)] | None = None
 
 
+WorkspaceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+
+
 class WorkspaceSpec(BaseModel):
+    """`ephemeral` (default): deleted once its artifacts are captured. `persistent`: kept under `name`
+    for the tenant's later dispatches (created by the first one)."""
+
     model_config = ConfigDict(extra="forbid")
     mode: Literal["ephemeral", "persistent"] = "ephemeral"
-    name: Annotated[StorableText, Field(min_length=1, max_length=200)] | None = None
+    name: WorkspaceName | None = None
+
+    @model_validator(mode="after")
+    def persistent_has_a_name(self) -> WorkspaceSpec:
+        if self.mode == "persistent" and self.name is None:
+            raise ValueError("a persistent workspace needs a name")
+        if self.mode == "ephemeral" and self.name is not None:
+            raise ValueError("only a persistent workspace has a name")
+        return self
+
+
+class PushSpec(BaseModel):
+    """Commit the run's changes on the host and push them to `branch` of the dispatch's repository."""
+
+    model_config = ConfigDict(extra="forbid")
+    branch: Annotated[StorableText, Field(min_length=1, max_length=255)]
 
 
 class DispatchLimits(BaseModel):
@@ -75,6 +98,7 @@ class DispatchCreate(BaseModel):
     model: Annotated[StorableText, Field(min_length=1, max_length=200)] | None = None
     repo: RepoSpec | None = None
     workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+    push: PushSpec | None = None
     timeout_s: Annotated[int, Field(ge=1)] | None = None
     env: dict[EnvName, ShortText] = Field(default_factory=dict)
     max_cost_usd: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
@@ -106,6 +130,13 @@ class DispatchCreate(BaseModel):
     def labels_are_bounded(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_LABELS:
             raise ValueError(f"at most {MAX_LABELS} labels")
+        return value
+
+    @field_validator("push")
+    @classmethod
+    def push_needs_repo(cls, value: PushSpec | None, info: ValidationInfo) -> PushSpec | None:
+        if value is not None and info.data.get("repo") is None:
+            raise ValueError("push needs a repo to push to")
         return value
 
     @field_validator("model")
@@ -152,7 +183,13 @@ class DispatchRead(BaseModel):
     max_cost_usd: float | None
     limits: DispatchLimits | None
     egress_allow: list[str]
-    artifacts: list[dict[str, str]]
+    repo: RepoSpec | None = None
+    base_commit: str | None = Field(default=None, description="The commit the workspace started from.")
+    workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+    push: PushSpec | None = None
+    artifacts: list[ArtifactRead] = Field(
+        default_factory=list, description="Filled on `GET /v1/dispatches/{id}`; empty in list pages."
+    )
 
 
 class DispatchPage(BaseModel):

@@ -64,6 +64,11 @@ class SecretVault:
         live = await repo.live_versions(conn, tenant_id, name)
         return live[0].version if live else None
 
+    async def live_names(self, conn: Connection, tenant_id: str, prefix: str) -> list[str]:
+        """The names under `prefix` (such as `git/`) that have a live version, sorted; nothing is
+        decrypted."""
+        return await repo.live_names(conn, tenant_id, prefix)
+
     async def retire(self, conn: Connection, tenant_id: str, name: str) -> int:
         """Retire every live version; returns how many there were."""
         return await repo.retire_versions(conn, tenant_id, name, utc_now())

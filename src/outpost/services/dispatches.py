@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.exc import IntegrityError
 
@@ -15,7 +15,7 @@ from outpost.db.repositories import events as event_repo
 from outpost.db.repositories import tenants as tenant_repo
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.db.repositories.events import EventRow
-from outpost.db.store import Store
+from outpost.db.store import Connection, Store
 from outpost.db.types import utc_now
 from outpost.domain.dispatch import DispatchStatus, Tier
 from outpost.domain.ids import is_ulid, new_ulid
@@ -24,8 +24,13 @@ from outpost.errors import Conflict, InvalidInput, NotFound
 from outpost.schemas.dispatches import DispatchCreate
 from outpost.services.keys import Principal
 from outpost.services.lifecycle import transition
+from outpost.services.workspaces import hold_for_dispatch
 from outpost.settings import LimitSettings, SandboxSettings
 from outpost.worker.queue.base import DispatchQueue
+from outpost.workspaces.push import check_push_branch
+from outpost.workspaces.refs import check_ref
+from outpost.workspaces.repo_url import parse_repo_url
+from outpost.workspaces.settings import GitSettings
 
 MAX_PAGE = 200
 _CANCEL_RETRIES = 20
@@ -46,8 +51,12 @@ class DispatchService:
         limits: LimitSettings,
         abort_grace_s: float,
         sandbox: SandboxSettings,
+        git: GitSettings,
+        workspace_quota_bytes: int,
     ) -> None:
         self._store = store
+        self._git = git
+        self._workspace_quota = workspace_quota_bytes
         self._queue = queue
         self._agents = agents
         self._limits = limits
@@ -74,14 +83,21 @@ class DispatchService:
         request leaves out) are stored with it, so the run uses them and reads show them.
         """
         effective = await self._check_request(caller, request)
+        repo_spec = self._checked_repo(request)
+        push_branch = check_push_branch(request.push.branch, self._git) if request.push else None
         request_sha256 = _request_digest(request)
-        row = self._new_row(caller, request, effective, idempotency_key, request_sha256)
+        row = replace(
+            self._new_row(caller, request, effective, idempotency_key, request_sha256),
+            repo=repo_spec, push_branch=push_branch,
+        )  # fmt: skip
         try:
             async with self._store.write() as conn:
                 if idempotency_key is not None:
                     earlier = await repo.get_by_idempotency_key(conn, caller.tenant_id, idempotency_key)
                     if earlier is not None:
                         return Submitted(_replayed(earlier, request_sha256), created=False)
+                if request.workspace.mode == "persistent":
+                    row = await self._with_workspace(conn, row, request.workspace.name or "")
                 await repo.insert_dispatch(conn, row)
                 queued = EventRow(row.id, 1, row.created_at, "status", {"status": "queued", "attempt": 0})
                 await event_repo.insert_events(conn, [queued])
@@ -158,14 +174,27 @@ class DispatchService:
             request.limits.model_dump(exclude_none=True) if request.limits else {},
             request.timeout_s,
         )
-        if request.repo is not None:
-            raise InvalidInput("git workspaces are not supported by this server yet", field="repo")
-        if request.workspace.mode != "ephemeral":
-            raise InvalidInput(
-                "persistent workspaces are not supported by this server yet", field="workspace"
-            )
         self._agents.check_available(request.agent)
         return effective
+
+    async def _with_workspace(self, conn: Connection, row: DispatchRow, name: str) -> DispatchRow:
+        """`row` holding the tenant's persistent workspace `name`; a workspace made from a repository
+        keeps working on it when the request names none."""
+        url = row.repo["url"] if row.repo else None
+        held = await hold_for_dispatch(conn, row.tenant_id, name, row.id, url, self._workspace_quota)
+        repo_spec = row.repo or ({"url": held.repo_url} if held.repo_url else None)
+        return replace(row, workspace_id=held.id, workspace_name=held.name, repo=repo_spec)
+
+    def _checked_repo(self, request: DispatchCreate) -> dict[str, str] | None:
+        """The repository as stored: its normalized URL and the ref (omitted: the default branch).
+        Raises InvalidInput naming `repo.url` or `repo.ref`; the worker checks the host's addresses."""
+        if request.repo is None:
+            return None
+        url = parse_repo_url(request.repo.url, self._git).url
+        if request.repo.ref is None:
+            return {"url": url}
+        check_ref(request.repo.ref)
+        return {"url": url, "ref": request.repo.ref}
 
     async def _tenant_caps(self, tenant_id: str) -> dict[str, float]:
         """Read on every submit, not cached, so that an admin's change applies to the next dispatch."""

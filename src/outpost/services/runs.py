@@ -58,10 +58,13 @@ class RunService:
                     claimed.append(updated)
             return claimed
 
-    async def mark_running(self, row: DispatchRow) -> DispatchRow | None:
-        """`provisioning` → `running`; None when the dispatch changed meanwhile (it was cancelled)."""
+    async def mark_running(self, row: DispatchRow, base_commit: str | None = None) -> DispatchRow | None:
+        """`provisioning` → `running`, with the commit its workspace started from; None when the
+        dispatch changed meanwhile (it was cancelled)."""
         async with self._store.write() as conn:
-            return await transition(conn, row, DispatchStatus.RUNNING, started_at=utc_now())
+            return await transition(
+                conn, row, DispatchStatus.RUNNING, started_at=utc_now(), base_commit=base_commit
+            )
 
     async def tenant_egress_allow(self, tenant_id: str) -> tuple[str, ...]:
         """The hosts a tenant's runs may reach besides the server's and the dispatch's own. Read as each

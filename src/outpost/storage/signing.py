@@ -52,6 +52,15 @@ class UrlSigner:
         self._max_ttl_s = max(ttl_s, max_ttl_s or ttl_s)
         self._clock = clock
 
+    @property
+    def ttl_s(self) -> int:
+        """How long links live by default."""
+        return self._ttl_s
+
+    def expiry(self) -> int:
+        """When a link signed now with the default lifetime expires (Unix seconds)."""
+        return int(self._clock()) + self._ttl_s
+
     def sign(self, path: str, expires_at: int | None = None) -> str:
         """The query string that makes `path` downloadable until `expires_at` (Unix seconds; default
         `ttl_s` from now). Raises InvalidInput for an expiry past `max_ttl_s` from now."""

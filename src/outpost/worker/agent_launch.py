@@ -54,6 +54,7 @@ async def prepare_launch(
     limits: RequestedLimits,
     events: EventSink,
     egress_allow: tuple[str, ...],
+    read_only: tuple[Path, ...] = (),
 ) -> Launch:
     """Raises InvalidInput when the dispatch's model is no longer in the catalog, SandboxError when the
     gateway cannot be made reachable, SecretUnreadable when the tenant's provider key cannot be decrypted.
@@ -78,7 +79,7 @@ async def prepare_launch(
     spec = SandboxSpec(
         run_id=run_id, argv=command.argv, env=command.env, workdir=workdir, events=events, limits=limits,
         egress_allow=egress_allow, home_files=command.home_files, services=services,
-        read_only=(runtime.install_dir,) if adapter.install is not None else (),
+        read_only=(*read_only, *((runtime.install_dir,) if adapter.install is not None else ())),
     )  # fmt: skip
     return Launch(spec, RunReport(adapter.new_parser()), meter, token)
 

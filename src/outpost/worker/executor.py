@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +13,25 @@ from outpost.agents.events import AgentEvent, Text
 from outpost.agents.registry import AgentRegistry
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import DispatchStatus, FailureReason
-from outpost.errors import InvalidInput, SandboxError
+from outpost.errors import InvalidInput, OutpostError, SandboxError
 from outpost.sandbox.base import LimitName, RequestedLimits, Sandbox, SandboxRun
 from outpost.secrets.box import SecretUnreadable
-from outpost.services.runs import Outcome, RunService
+from outpost.services.runs import NewEvent, Outcome, RunService
 from outpost.settings import LimitSettings
 from outpost.worker.agent_launch import AgentRuntime, Launch, prepare_launch
 from outpost.worker.line_joiner import LineJoiner
+from outpost.worker.push_step import push_step
 from outpost.worker.recorder import OutputRecorder
 from outpost.worker.run_meter import RunMeter
 from outpost.worker.run_report import RunReport, event_data
+from outpost.worker.run_results import RunResults
+from outpost.worker.run_workspace import PreparedWorkspace, RunWorkspaces
 
 log = logging.getLogger(__name__)
-# After the main process exits, how long stray children may keep its output pipes open.
+# After the main process exits, how long stray children may keep its output pipes open without writing,
+# and how long output may keep coming at most (a busy worker may still be reading what the run wrote).
 OUTPUT_DRAIN_S = 0.5
+OUTPUT_DRAIN_MAX_S = 10.0
 
 
 class DispatchExecutor:
@@ -37,10 +42,14 @@ class DispatchExecutor:
         sandbox: Sandbox,
         agents: AgentRegistry,
         runtime: AgentRuntime,
+        workspaces: RunWorkspaces,
+        results: RunResults,
         limits: LimitSettings,
         flush_s: float,
     ) -> None:
         self._runs = runs
+        self._workspaces = workspaces
+        self._results = results
         self._sandbox = sandbox
         self._agents = agents
         self._runtime = runtime
@@ -49,11 +58,11 @@ class DispatchExecutor:
 
     async def execute(self, row: DispatchRow, abort: asyncio.Event) -> None:
         """Run a claimed (`provisioning`) dispatch to a terminal state. Never raises."""
-        runs: list[SandboxRun] = []
-        workdirs: list[Path] = []
+        held = _Held()
         try:
-            outcome = await self._attempt(row, workdirs, abort, runs)
+            outcome = await self._attempt(row, held, abort)
             if outcome is not None:
+                outcome = await self._keep_results(row, held, outcome)
                 await self._runs.finish(row.id, outcome)
         except Exception:
             log.exception("dispatch %s failed inside the worker", row.id)
@@ -64,26 +73,29 @@ class DispatchExecutor:
         finally:
             # After the outcome is recorded: the sweep for stray processes takes milliseconds, and the
             # outcome does not depend on it (the main process has ended, or was killed already).
-            kills = [run.kill() for run in runs]
-            await _to_the_end([*kills, *(self._sandbox.remove_workspace(w) for w in workdirs)])
+            kills = [run.kill() for run in held.runs]
+            removals = [self._sandbox.remove_workspace(w) for w in held.workdirs]
+            await _to_the_end([*kills, self._workspaces.discard(row), *removals])
 
-    async def _attempt(
-        self, row: DispatchRow, workdirs: list[Path], abort: asyncio.Event, started: list[SandboxRun]
-    ) -> Outcome | None:
-        """Run the attempt. The workspace and the sandbox run, once made, are appended to `workdirs` and
-        `started` for the caller to remove and kill."""
-        limits = _requested_limits(row.limits)
+    async def _attempt(self, row: DispatchRow, held: _Held, abort: asyncio.Event) -> Outcome | None:
+        """Run the attempt. The workspace and the sandbox run, once made, go into `held` for the caller
+        to capture from, kill and remove."""
+        limits = await self._workspaces.limits_for(row, _requested_limits(row.limits))
         try:
             workdir = await self._sandbox.create_workspace(row.id, limits)
         except SandboxError as exc:
             return Outcome(DispatchStatus.FAILED, reason=FailureReason.SANDBOX_ERROR, detail=exc.detail)
-        workdirs.append(workdir)
-        running = await self._runs.mark_running(row)
+        held.workdirs.append(workdir)
+        prepared = await self._prepare_workspace(row, workdir, abort)
+        if isinstance(prepared, Outcome):
+            return prepared
+        held.prepared = prepared
+        running = await self._runs.mark_running(row, base_commit=_base_commit(row, prepared))
         if running is None:
             return None  # cancelled before it started
         recorder = OutputRecorder(self._runs, row.id, self._flush_s, self._limits.max_log_bytes)
         try:
-            launch = await self._prepare(row, workdir, limits, recorder)
+            launch = await self._prepare(row, prepared, limits, recorder)
             run = await self._sandbox.start(launch.spec)
         except (SandboxError, InvalidInput) as exc:
             await recorder.close()
@@ -91,20 +103,65 @@ class DispatchExecutor:
         except SecretUnreadable as exc:
             await recorder.close()
             return Outcome(DispatchStatus.FAILED, reason=FailureReason.AUTH, detail=exc.detail)
-        started.append(run)
+        held.runs.append(run)
         try:
             return await self._supervise(run, row, abort, recorder, launch)
         finally:
             launch.revoke(self._runtime)
             await recorder.close()
 
+    async def _prepare_workspace(
+        self, row: DispatchRow, workdir: Path, abort: asyncio.Event
+    ) -> PreparedWorkspace | Outcome:
+        """Fill the workspace, unless a cancel comes first (a first fetch may take minutes)."""
+        preparing = asyncio.ensure_future(self._workspaces.prepare(row, workdir))
+        aborted = asyncio.ensure_future(abort.wait())
+        try:
+            await asyncio.wait({preparing, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+            if not preparing.done():
+                preparing.cancel()
+                await asyncio.gather(preparing, return_exceptions=True)
+        if preparing.cancelled():
+            return Outcome(DispatchStatus.CANCELLED)
+        try:
+            return preparing.result()
+        except SecretUnreadable as exc:
+            return Outcome(DispatchStatus.FAILED, reason=FailureReason.AUTH, detail=exc.detail)
+        except OutpostError as exc:
+            detail = f"the workspace could not be prepared: {exc.detail}"
+            return Outcome(DispatchStatus.FAILED, reason=FailureReason.WORKSPACE_ERROR, detail=detail)
+
+    async def _keep_results(self, row: DispatchRow, held: _Held, outcome: Outcome) -> Outcome:
+        """Capture and store the run's artifacts, push and keep the workspace as asked, and say so in
+        an event before the terminal one. A push that fails fails the dispatch."""
+        for run in held.runs:
+            await run.kill()  # capture reads the workspace: no process of the run may still change it
+        scratch = await self._workspaces.scratch_dir(row)
+        kept = await self._results.keep(row, held.prepared, outcome.result, scratch)
+        data: dict[str, object] = {"names": [artifact.name for artifact in kept.artifacts]}
+        if kept.changes is not None:
+            data |= {"files_changed": len(kept.changes.files), "patch_bytes": kept.changes.patch_bytes}
+        if row.push_branch is not None:
+            outcome, data["push"] = await push_step(self._workspaces, row, held.prepared, kept, outcome)
+        if held.prepared is not None:
+            try:
+                await self._workspaces.save(row, held.prepared, kept.changes.tree if kept.changes else None)
+            except OutpostError as exc:
+                kept.warnings.append(f"the persistent workspace keeps its earlier state: {exc.detail}")
+        if kept.warnings:
+            data["warnings"] = kept.warnings
+        await self._runs.record(row.id, [NewEvent("artifacts", data)])
+        return outcome
+
     async def _prepare(
-        self, row: DispatchRow, workdir: Path, limits: RequestedLimits, recorder: OutputRecorder
+        self, row: DispatchRow, prepared: PreparedWorkspace, limits: RequestedLimits, recorder: OutputRecorder
     ) -> Launch:
         tenant_egress = await self._runs.tenant_egress_allow(row.tenant_id)
         return await prepare_launch(
-            self._runtime, self._sandbox, self._agents.get(row.agent), row, workdir, limits,
-            recorder.event, (*tenant_egress, *(row.egress_allow or ())),
+            self._runtime, self._sandbox, self._agents.get(row.agent), row, prepared.workdir, limits,
+            recorder.event, (*tenant_egress, *(row.egress_allow or ())), prepared.read_only,
         )  # fmt: skip
 
     async def _supervise(
@@ -132,7 +189,7 @@ class DispatchExecutor:
         if not exited_first:
             await run.kill()
             exited.cancel()
-        await _drain(output, run)
+        await _drain(output, run, recorder)
         _record_agent_events(recorder, report.finish())
         if exited_first:
             code = exited.result()
@@ -154,6 +211,20 @@ class DispatchExecutor:
             detail=f"killed after its {row.timeout_s} s limit",
         )
         return _with_metering(timed_out, launch)
+
+
+@dataclass(slots=True)
+class _Held:
+    """What an attempt made: the caller captures from it, kills and removes it."""
+
+    runs: list[SandboxRun] = field(default_factory=list)
+    workdirs: list[Path] = field(default_factory=list)
+    prepared: PreparedWorkspace | None = None
+
+
+def _base_commit(row: DispatchRow, prepared: PreparedWorkspace) -> str | None:
+    """The commit the workspace started from; a workspace without a repository has none to show."""
+    return prepared.baseline.commit if row.repo is not None else None
 
 
 def _requested_limits(stored: dict[str, float] | None) -> RequestedLimits:
@@ -207,12 +278,19 @@ def _record_agent_events(recorder: OutputRecorder, events: list[AgentEvent], lin
             recorder.add_event("agent", data)
 
 
-async def _drain(output: asyncio.Task[None], run: SandboxRun) -> None:
-    """Let the output reader reach the end; kill stray children that keep the pipes open."""
-    done, _ = await asyncio.wait({output}, timeout=OUTPUT_DRAIN_S)
-    if not done:
-        await run.kill()
-        await output
+async def _drain(output: asyncio.Task[None], run: SandboxRun, recorder: OutputRecorder) -> None:
+    """Let the output reader reach the end; kill stray children that keep the pipes open. Output still
+    arriving is read on (up to a bound): under load the reader may trail the run by seconds."""
+    deadline = asyncio.get_running_loop().time() + OUTPUT_DRAIN_MAX_S
+    while True:
+        seen = recorder.batches_seen
+        done, _ = await asyncio.wait({output}, timeout=OUTPUT_DRAIN_S)
+        if done:
+            return
+        if recorder.batches_seen == seen or asyncio.get_running_loop().time() > deadline:
+            await run.kill()
+            await output
+            return
 
 
 LIMIT_FAILURES = {

@@ -29,8 +29,11 @@ class OutputRecorder:
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._truncated = False
+        self.batches_seen = 0
+        """Output batches handed over so far, kept or not (the worker watches it for progress)."""
 
     def add(self, batch: OutputBatch) -> None:
+        self.batches_seen += 1
         if self._truncated:
             return  # before measuring anything: past the limit, a flood should cost as little as possible
         for text in batch.lines:

@@ -53,13 +53,15 @@ PATCH_OPTIONS = ("--binary", "--full-index", "--no-color", "--src-prefix=a/", "-
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What a run changed: a binary-safe patch against `base_commit` (`git apply` takes it), the changed
-    files, and what could not be captured (`warnings`, printable)."""
+    files, what could not be captured (`warnings`, printable), and `tree`, the id of the captured tree
+    (written to the private git dir, nested repositories left as in the baseline: what a push commits)."""
 
     base_commit: str
     patch_path: Path
     patch_bytes: int
     files: tuple[ChangedFile, ...]
     warnings: tuple[str, ...]
+    tree: str
 
 
 async def capture_changes(git: Git, baseline: Baseline, workdir: Path, out_dir: Path) -> Changes:
@@ -101,8 +103,9 @@ class _Capture:
             await self._restore(nested)
             warnings += [f"{change.display_path}: a nested git repository, not captured" for change in nested]
         patch = await self._patch(patch_path)
+        tree = await self._write_tree()
         kept = tuple(change for change in files if change.new_mode != GITLINK_MODE)
-        return Changes(self._baseline.commit, patch_path, patch.stdout_bytes, kept, _capped(warnings))
+        return Changes(self._baseline.commit, patch_path, patch.stdout_bytes, kept, _capped(warnings), tree)
 
     async def _changed_files(self) -> list[ChangedFile]:
         try:
@@ -129,6 +132,12 @@ class _Capture:
         finally:
             paths.unlink(missing_ok=True)
         _check(result, "leave nested repositories out")
+
+    async def _write_tree(self) -> str:
+        """The id of the index's tree, written to the private git dir (a push commits it as it is)."""
+        result = await self._run(["write-tree"])
+        _check(result, "record the captured tree")
+        return result.stdout.decode("ascii").strip()
 
     async def _patch(self, path: Path) -> GitResult:
         limit = self._git.settings.max_patch_bytes

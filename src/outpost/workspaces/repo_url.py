@@ -203,11 +203,16 @@ def _local(path: str, raw: str) -> RepoUrl:
     return RepoUrl(f"file://{normalized}", "file")
 
 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
 def _refused(raw: str, reason: str) -> InvalidInput:
     return InvalidInput(f"repository URL {_shown(raw)} refused: {reason}", field=FIELD)
 
 
 def _shown(raw: str, limit: int = 100) -> str:
-    """`raw` quoted for a message: control and non-ASCII characters escaped, length capped."""
-    shown = raw[:limit].encode("unicode_escape").decode("ascii").replace("'", "\\'")
+    """`raw` quoted for a message: control and non-ASCII characters escaped, length capped, and what
+    may be a credential (`user:password@` after the scheme) masked, since messages reach logs."""
+    masked = _USERINFO.sub(r"\1***@", raw)
+    shown = masked[:limit].encode("unicode_escape").decode("ascii").replace("'", "\\'")
     return f"'{shown}...'" if len(raw) > limit else f"'{shown}'"

@@ -6,6 +6,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from outpost.sandbox.egress_policy import normalize_host
 
+DEFAULT_PROTECTED_BRANCHES = ("main", "master", "trunk", "develop", "production", "release/*", "releases/*")
+
 
 class GitSettings(BaseModel):
     """How the worker fetches repositories into its mirror cache and prepares workspaces from them."""
@@ -35,6 +37,12 @@ class GitSettings(BaseModel):
     """Keep mirrors' packs uncompressed (a background repack after fetches that brought much new data):
     checkouts then copy objects instead of inflating them, several times faster, for somewhat more disk
     (deltas are kept, so history stays small)."""
+    protected_branches: list[str] = Field(default_factory=lambda: list(DEFAULT_PROTECTED_BRANCHES))
+    """Branches a run may never push to (fnmatch globs, matched ignoring case)."""
+    push_author_name: str = Field(default="Outpost", min_length=1)
+    """Author and committer name of the commits a run pushes."""
+    push_author_email: str = Field(default="outpost@localhost", min_length=1)
+    """Author and committer email of the commits a run pushes."""
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -46,3 +54,11 @@ class GitSettings(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"allowed_hosts entry {host!r}: {exc}") from None
         return normalized
+
+
+class WorkspaceSettings(BaseModel):
+    """Persistent workspaces (`OUTPOST_WORKSPACES__*`)."""
+
+    quota_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
+    """What one tenant's persistent workspaces may take on disk together. A run in one is capped at
+    what the others leave (and at its disk limit)."""

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from outpost.api.auth import CallerDep, ContainerDep
+from outpost.api.routes.artifacts import artifact_read
+from outpost.app import Container
+from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import AgentName, DispatchStatus
 from outpost.schemas.convert import dispatch_read, event_read
 from outpost.schemas.dispatches import DispatchCreate, DispatchPage, DispatchRead, EventPage
 from outpost.schemas.text import StorableText
+from outpost.services.keys import Principal
 
 router = APIRouter(prefix="/v1/dispatches", tags=["dispatches"])
 IdempotencyKey = Annotated[StorableText | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
@@ -46,13 +50,28 @@ async def list_dispatches(
 
 
 @router.get("/{dispatch_id}", response_model=DispatchRead)
-async def get_dispatch(dispatch_id: str, caller: CallerDep, container: ContainerDep) -> DispatchRead:
-    return dispatch_read(await container.dispatches.get(caller, dispatch_id))
+async def get_dispatch(
+    dispatch_id: str, request: Request, caller: CallerDep, container: ContainerDep
+) -> DispatchRead:
+    row = await container.dispatches.get(caller, dispatch_id)
+    return await _with_artifacts(row, request, caller, container)
 
 
 @router.post("/{dispatch_id}/cancel", response_model=DispatchRead)
-async def cancel_dispatch(dispatch_id: str, caller: CallerDep, container: ContainerDep) -> DispatchRead:
-    return dispatch_read(await container.dispatches.cancel(caller, dispatch_id))
+async def cancel_dispatch(
+    dispatch_id: str, request: Request, caller: CallerDep, container: ContainerDep
+) -> DispatchRead:
+    row = await container.dispatches.cancel(caller, dispatch_id)
+    return await _with_artifacts(row, request, caller, container)
+
+
+async def _with_artifacts(
+    row: DispatchRow, request: Request, caller: Principal, container: Container
+) -> DispatchRead:
+    """A single dispatch shows its artifacts, with fresh signed links."""
+    signed = await container.artifacts.list_signed(caller, row.id)
+    base = str(request.base_url).rstrip("/")
+    return dispatch_read(row, [artifact_read(item, base) for item in signed])
 
 
 @router.get("/{dispatch_id}/logs", response_model=EventPage)

@@ -10,7 +10,9 @@ from outpost.agents.status import AgentStatus
 from outpost.api.auth import ContainerDep
 from outpost.api.problems import problem
 from outpost.app import Container
-from outpost.errors import OutpostError
+from outpost.errors import OutpostError, Unavailable
+from outpost.services.retention import StorageStatus
+from outpost.storage.disk_guard import format_bytes
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -22,9 +24,11 @@ async def live() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(container: ContainerDep) -> dict[str, Any] | Response:
-    """Not ready when the store, the worker or the sandbox is failing. `agents` only informs: a server
-    without some agent CLI still serves the others (one with only `shell` is fine)."""
+    """Not ready when the store, the worker or the sandbox is failing, or free disk space is below the
+    reserve. `agents` only informs: a server without some agent CLI still serves the others (one with
+    only `shell` is fine); so does `storage.over_cap`, which the next retention sweep deals with."""
     checks = await _checks(container)
+    storage = _storage(container, checks)
     sandbox = {"backend": container.sandbox.name, "isolated": container.sandbox.isolated}
     if not container.sandbox.isolated:
         sandbox["warning"] = "INSECURE: dispatch commands are not isolated from this host"
@@ -32,8 +36,10 @@ async def ready(container: ContainerDep) -> dict[str, Any] | Response:
     failing = {name: state for name, state in checks.items() if state != "ok"}
     if failing:
         detail = "; ".join(f"{name}: {state}" for name, state in failing.items())
-        return problem(503, "not-ready", detail, checks=checks, sandbox=sandbox, agents=agents)
-    return {"status": "ok", "checks": checks, "sandbox": sandbox, "agents": agents}
+        return problem(
+            503, "not-ready", detail, checks=checks, sandbox=sandbox, agents=agents, storage=storage
+        )
+    return {"status": "ok", "checks": checks, "sandbox": sandbox, "agents": agents, "storage": storage}
 
 
 async def _checks(container: Container) -> dict[str, str]:
@@ -47,6 +53,37 @@ async def _checks(container: Container) -> dict[str, str]:
         checks["worker"] = "ok" if container.worker.is_healthy() else "the in-process worker is not running"
     checks["sandbox"] = "; ".join(container.sandbox.problems()) or "ok"
     return checks
+
+
+def _storage(container: Container, checks: dict[str, str]) -> dict[str, Any] | None:
+    """The data dir's space; sets `checks["storage"]`, which fails when free space is below the reserve."""
+    try:
+        status = container.janitor.status()
+    except Unavailable as exc:
+        checks["storage"] = exc.detail
+        return None
+    disk = status.disk
+    checks["storage"] = (
+        f"only {format_bytes(disk.free_bytes)} free on the data dir's file system, below the reserve of "
+        f"{format_bytes(disk.reserve_bytes)}: writes are refused until space is freed"
+        if disk.low
+        else "ok"
+    )
+    return _storage_section(status)
+
+
+def _storage_section(status: StorageStatus) -> dict[str, Any]:
+    last = status.last_sweep
+    return {
+        "usage_bytes": status.usage_bytes, "cap_bytes": status.cap_bytes,
+        "free_bytes": status.disk.free_bytes, "reserve_bytes": status.disk.reserve_bytes,
+        "low_space": status.disk.low, "over_cap": status.over_cap,
+        "last_sweep": None if last is None else {
+            "finished_at": last.finished_at.isoformat(), "artifacts_expired": last.artifacts_expired,
+            "events_deleted": last.events_deleted, "artifacts_evicted": last.artifacts_evicted,
+            "bytes_evicted": last.bytes_evicted,
+        },
+    }  # fmt: skip
 
 
 def _agent(status: AgentStatus) -> dict[str, Any]:

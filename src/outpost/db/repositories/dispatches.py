@@ -47,6 +47,11 @@ class DispatchRow:
     cache_write_tokens: int
     cost_micro_usd: int
     cli_cost_micro_usd: int | None = None
+    repo: dict[str, str] | None = None
+    base_commit: str | None = None
+    workspace_id: str | None = None
+    workspace_name: str | None = None
+    push_branch: str | None = None
 
 
 async def insert_dispatch(conn: Connection, row: DispatchRow) -> None:

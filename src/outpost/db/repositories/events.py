@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import CursorResult, delete, insert, select, tuple_, update
 
 from outpost.db.store import Connection
 from outpost.db.tables import dispatch_events, dispatches
@@ -52,6 +52,21 @@ async def list_events(conn: Connection, dispatch_id: str, after_seq: int, limit:
         .limit(limit)
     )
     return [EventRow(**found) for found in (await conn.execute(query)).mappings()]
+
+
+async def delete_events_of_finished(conn: Connection, finished_before: datetime, limit: int) -> int:
+    """Delete at most `limit` events of dispatches that ended (terminal, `finished_at`) before
+    `finished_before`; how many it deleted. The dispatch rows stay. Batched so that no transaction holds
+    the write lock for long: call it again until it deletes fewer than `limit`."""
+    doomed = (
+        select(dispatch_events.c.dispatch_id, dispatch_events.c.seq)
+        .join(dispatches, dispatches.c.id == dispatch_events.c.dispatch_id)
+        .where(dispatches.c.status.in_(list(TERMINAL_STATUSES)), dispatches.c.finished_at < finished_before)
+        .limit(limit)
+    )
+    key = tuple_(dispatch_events.c.dispatch_id, dispatch_events.c.seq)
+    result = cast(CursorResult[Any], await conn.execute(delete(dispatch_events).where(key.in_(doomed))))
+    return int(result.rowcount or 0)
 
 
 def _event_values(row: EventRow) -> dict[str, object]:

@@ -45,6 +45,21 @@ async def live_versions(conn: Connection, tenant_id: str, name: str) -> list[Sec
     return [SecretRow(**found) for found in (await conn.execute(query)).mappings()]
 
 
+async def live_names(conn: Connection, tenant_id: str, prefix: str) -> list[str]:
+    """The names starting with `prefix` that have a live version, sorted."""
+    query = (
+        select(secrets.c.name)
+        .where(
+            secrets.c.tenant_id == tenant_id,
+            secrets.c.name.startswith(prefix, autoescape=True),
+            secrets.c.retired_at.is_(None),
+        )
+        .distinct()
+        .order_by(secrets.c.name)
+    )
+    return [str(name) for name in (await conn.execute(query)).scalars()]
+
+
 async def retire_versions(
     conn: Connection, tenant_id: str, name: str, retired_at: datetime, below_version: int | None = None
 ) -> int:

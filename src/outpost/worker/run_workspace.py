@@ -1,0 +1,202 @@
+"""A dispatch's workspace before and after its run: filled host-side, then read back host-side.
+
+Before the run, the workspace (an empty directory the sandbox made) is filled from the tenant's mirror
+of the dispatch's repository at the requested ref, with the tenant's git credential if it set one: the
+sandbox never sees a credential and needs no network for the checkout. A dispatch without a repository
+starts from an empty tree. Either way a private git dir outside the workspace records the baseline that
+the run's changes are captured against (see `outpost.workspaces.checkout` and `.capture`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from outpost.db.repositories.dispatches import DispatchRow
+from outpost.errors import SandboxError
+from outpost.sandbox.base import RequestedLimits
+from outpost.services.git_credentials import credential_host
+from outpost.services.workspaces import WorkspaceService
+from outpost.storage.disk_guard import measure_usage
+from outpost.worker.persistent import PersistentStore
+from outpost.workspaces.checkout import LOCAL_CONFIG, NEUTRAL_ATTRIBUTES, Baseline, checkout
+from outpost.workspaces.git import Git, HttpCredential
+from outpost.workspaces.mirrors import MirrorCache
+from outpost.workspaces.push import PushResult, push_changes
+from outpost.workspaces.remote_failures import last_words
+from outpost.workspaces.repo_url import parse_repo_url
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+"""git's id of the empty tree, which every repository knows without storing it."""
+BASELINE_IDENTITY = {"user.name": "Outpost", "user.email": "outpost@localhost"}
+
+
+class GitCredentialSource(Protocol):
+    async def credential_for(self, tenant_id: str, host: str) -> HttpCredential | None:
+        """The tenant's credential for `host`, None when it set none. Raises SecretUnreadable."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWorkspace:
+    """A filled workspace, its baseline, and the host directories runs must see read-only (the mirror
+    objects the workspace's own `.git` borrows)."""
+
+    workdir: Path
+    baseline: Baseline
+    read_only: tuple[Path, ...]
+
+
+class SpaceCheck(Protocol):
+    """Refuses a write that would leave the data dir's disk below its reserve (see `DiskGuard`)."""
+
+    def check(self, need_bytes: int) -> None:
+        """Raises InsufficientStorage."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspacePlaces:
+    """Where the worker keeps what workspaces need on its disk, and what may fill it."""
+
+    private_root: Path
+    """Each ephemeral workspace's private git dir and capture scratch files."""
+    persistent: PersistentStore
+    sizes: WorkspaceService
+    default_disk_bytes: int
+    space: SpaceCheck
+
+
+class RunWorkspaces:
+    """Fills workspaces before runs and, for persistent ones, saves them after."""
+
+    def __init__(
+        self, git: Git, mirrors: MirrorCache, credentials: GitCredentialSource, places: WorkspacePlaces
+    ) -> None:
+        self.git = git
+        self._mirrors = mirrors
+        self._credentials = credentials
+        self._places = places
+
+    def private_dir(self, row: DispatchRow) -> Path:
+        if row.workspace_id is not None:
+            return self._places.persistent.git_dir(row.tenant_id, row.workspace_id)
+        return self._places.private_root / f"{row.id}.{row.attempt}"
+
+    async def limits_for(self, row: DispatchRow, limits: RequestedLimits) -> RequestedLimits:
+        """A run in a persistent workspace may fill what the tenant's other workspaces leave."""
+        if row.workspace_id is None:
+            return limits
+        room = await self._places.sizes.room_for(row.tenant_id, row.workspace_id)
+        return replace(
+            limits, disk_bytes=max(1, min(limits.disk_bytes or self._places.default_disk_bytes, room))
+        )
+
+    async def prepare(self, row: DispatchRow, workdir: Path) -> PreparedWorkspace:
+        """Fill `workdir` (empty) for `row`. Raises InvalidInput (refused URL or ref, no such repository
+        or ref, credential refused, tree too large), Unavailable (remote unreachable, disk low),
+        PayloadTooLarge (repository over the fetch limit), SecretUnreadable and SandboxError."""
+        self._places.space.check(0)
+        if row.workspace_id is not None and self._places.persistent.exists(row.tenant_id, row.workspace_id):
+            return await self._load(row, row.workspace_id, workdir)
+        private = self.private_dir(row)
+        await asyncio.to_thread(shutil.rmtree, private, ignore_errors=True)  # an earlier attempt's leftovers
+        if row.repo is None:
+            return PreparedWorkspace(workdir, await empty_baseline(self.git, workdir, private), ())
+        url, ref = row.repo["url"], row.repo.get("ref")
+        credential = await self._credential(row.tenant_id, url)
+        text = f"{credential.username}:{credential.password}" if credential else None
+        resolved = await self._mirrors.resolve(url, ref, text, scope=row.tenant_id)
+        baseline = await checkout(self.git, resolved, workdir, private)
+        return PreparedWorkspace(workdir, baseline, (baseline.objects_path,))
+
+    async def _credential(self, tenant_id: str, url: str) -> HttpCredential | None:
+        """The tenant's credential for the URL's host (see `credential_host`)."""
+        repo = parse_repo_url(url, self.git.settings)
+        if not repo.host:
+            return None  # a repository on the worker's own disk
+        return await self._credentials.credential_for(tenant_id, credential_host(repo))
+
+    async def _load(self, row: DispatchRow, workspace_id: str, workdir: Path) -> PreparedWorkspace:
+        persistent = self._places.persistent
+        commit = await persistent.load(row.tenant_id, workspace_id, workdir)
+        git_dir = persistent.git_dir(row.tenant_id, workspace_id)
+        if row.repo is None:
+            return PreparedWorkspace(workdir, Baseline(commit, git_dir, git_dir / "objects"), ())
+        repo = parse_repo_url(row.repo["url"], self.git.settings)
+        objects = self._mirrors.mirror_path(repo, row.tenant_id) / "objects"
+        return PreparedWorkspace(workdir, Baseline(commit, git_dir, objects), (objects,))
+
+    async def save(self, row: DispatchRow, prepared: PreparedWorkspace, tree: str | None) -> None:
+        """Keep a persistent workspace's end state (see `persistent`) and record its size. Raises
+        SandboxError and InsufficientStorage; the workspace then stays as it was before the run."""
+        if row.workspace_id is None:
+            return
+        used = await asyncio.to_thread(measure_usage, prepared.workdir)
+        self._places.space.check(used)
+        base = prepared.baseline.commit
+        size = await self._places.persistent.save(
+            row.tenant_id, row.workspace_id, prepared.workdir, base, tree
+        )
+        await self._places.sizes.record_size(row.workspace_id, size)
+
+    async def push(self, row: DispatchRow, prepared: PreparedWorkspace, tree: str) -> PushResult:
+        """Commit the captured `tree` on the baseline and push it to the dispatch's branch, with the
+        tenant's credential. Raises Conflict (the branch moved on), InvalidInput (refused), Unavailable."""
+        if row.repo is None or row.push_branch is None:
+            raise ValueError("only a dispatch on a repository with a push branch pushes")
+        settings = self.git.settings
+        first_line = row.task.strip().splitlines()[0][:200] if row.task.strip() else ""
+        credential = await self._credential(row.tenant_id, row.repo["url"])
+        return await push_changes(
+            self.git, repo_url=row.repo["url"], credential=credential,
+            baseline=prepared.baseline, tree=tree, branch=row.push_branch,
+            message=f"{first_line}\n\nOutpost dispatch {row.id} ({row.agent})\n",
+            author=(settings.push_author_name, settings.push_author_email),
+        )  # fmt: skip
+
+    def _scratch(self, row: DispatchRow) -> Path:
+        return self._places.private_root / f"{row.id}.{row.attempt}.out"
+
+    async def scratch_dir(self, row: DispatchRow) -> Path:
+        """An empty private directory for files made while capturing `row`'s attempt (its patch)."""
+        scratch = self._scratch(row)
+        await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
+        await asyncio.to_thread(scratch.mkdir, mode=0o700, parents=True)
+        return scratch
+
+    async def discard(self, row: DispatchRow) -> None:
+        """Delete the scratch files and, for an ephemeral workspace, the private git dir of `row`'s
+        attempt. Never raises."""
+        doomed = [self._scratch(row)] + ([self.private_dir(row)] if row.workspace_id is None else [])
+        for path in doomed:
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+
+
+async def empty_baseline(git: Git, workdir: Path, private: Path) -> Baseline:
+    """A baseline for a workspace that starts empty: a commit of the empty tree in a private git dir
+    of its own (so that capture lists every file the run created, like for a repository)."""
+    await asyncio.to_thread(_init_private_dir, private)
+    commit = await _git(git, private, ["commit-tree", "-m", "empty workspace", EMPTY_TREE])
+    await asyncio.to_thread((private / "HEAD").write_text, f"{commit}\n")
+    await _git(git, private, ["read-tree", "--reset", commit], index=private / "index")
+    return Baseline(commit, private, private / "objects")
+
+
+def _init_private_dir(private: Path) -> None:
+    private.mkdir(mode=0o700, parents=True)
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
+        (private / sub).mkdir(parents=True)
+    (private / "HEAD").write_text("ref: refs/heads/main\n")
+    (private / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
+
+
+async def _git(git: Git, private: Path, args: list[str], index: Path | None = None) -> str:
+    result = await git.run(
+        args, git_dir=private, config={**LOCAL_CONFIG, **BASELINE_IDENTITY}, index_file=index,
+        timeout_s=git.settings.local_timeout_s,
+    )  # fmt: skip
+    if not result.ok:
+        raise SandboxError(f"cannot prepare the workspace's baseline: {last_words(result)}")
+    return result.stdout.decode().strip()
