@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,16 @@ async def test_bad_workspace_requests_are_refused(ws_server: Server, workspace: 
         "/v1/dispatches", headers=headers, json={"agent": "shell", "task": "true", "workspace": workspace}
     )
     assert_problem(response, 422)
+
+
+async def test_concurrent_dispatches_for_a_new_workspace_get_one_owner(ws_server: Server) -> None:
+    headers = await ws_server.new_tenant()
+    body = {"agent": "shell", "task": "sleep 5", "workspace": {"mode": "persistent", "name": "race"}}
+    responses = await asyncio.gather(
+        *(ws_server.client.post("/v1/dispatches", json=body, headers=headers) for _ in range(8))
+    )
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [202] + [409] * 7, [r.text for r in responses]
+    assert [item["name"] for item in (await listed(ws_server, headers))["items"]] == ["race"]
+    owner = next(r.json()["id"] for r in responses if r.status_code == 202)
+    await ws_server.client.post(f"/v1/dispatches/{owner}/cancel", headers=headers)

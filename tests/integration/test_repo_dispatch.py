@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from outpost.db.repositories.dispatches import get_dispatch
+from outpost.worker.run_results import RunResults
+from outpost.workspaces.git import Git
 from tests.conftest import MakeServer, Server
 from tests.git_repos import Origin, git
 from tests.integration.api_checks import assert_problem
@@ -244,3 +248,25 @@ async def test_another_tenant_cannot_list_the_artifacts(repo_server: Server, ori
     done = await run_on_repo(repo_server, owner, "echo x > x", origin)
     response = await repo_server.client.get(f"/v1/dispatches/{done['id']}/artifacts", headers=other)
     assert_problem(response, 404)
+
+
+async def test_a_later_attempt_replaces_the_artifacts_of_an_earlier_one(
+    server: Server, tmp_path: Path
+) -> None:
+    headers = await server.new_tenant()
+    created = await submit(server.client, headers, "echo first > f.txt; echo first")
+    done = await wait_for_status(server.client, headers, created["id"], TERMINAL)
+    container = server.container
+    async with container.store.read() as conn:
+        row = await get_dispatch(conn, done["id"])
+    assert row is not None
+    git = Git(container.settings.git, tmp_path / "git-home")
+    results = RunResults(container.store, container.objects, git, 30, container.disk_guard)
+    (tmp_path / "scratch").mkdir()
+    # What a second attempt (after a lost worker) that never got its workspace ready would store.
+    await results.keep(replace(row, attempt=2), None, "second", tmp_path / "scratch")
+    found = await artifacts_of(server, headers, done["id"])
+    assert set(found) == {"final-message.md", "events.jsonl"}
+    assert (await download(server.client, found["final-message.md"]["download_url"])).text == "second"
+    prefix = f"tenants/{row.tenant_id}/dispatches/{row.id}/"
+    assert {info.key.removeprefix(prefix) for info in await container.objects.list(prefix)} == set(found)

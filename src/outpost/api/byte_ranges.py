@@ -38,7 +38,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     if not first:  # a suffix: the last N bytes
         length = int(last)
-        if length == 0:
+        if length == 0 or size == 0:
             raise RangeNotSatisfiable
         return ByteRange(max(0, size - length), size)
     start = int(first)

@@ -36,11 +36,13 @@ class ArtifactService:
     async def list_signed(self, caller: Principal, dispatch_id: str) -> list[SignedArtifact]:
         """The dispatch's unexpired artifacts with signed links. Raises NotFound for unknown dispatches
         and other tenants' alike."""
-        await self._dispatches.get(caller, dispatch_id)
-        async with self._store.read() as conn:
-            rows = await artifact_repo.list_for_dispatch(conn, dispatch_id)
+        _, stored = await self._dispatches.get_with_artifacts(caller, dispatch_id)
+        return self.signed(stored)
+
+    def signed(self, stored: list[ArtifactRow]) -> list[SignedArtifact]:
+        """Fresh links for the artifacts that have not expired."""
         now = utc_now()
-        return [self._signed(row) for row in rows if row.expires_at > now]
+        return [self._signed(row) for row in stored if row.expires_at > now]
 
     def _signed(self, row: ArtifactRow) -> SignedArtifact:
         path = download_path(row.id, row.name)

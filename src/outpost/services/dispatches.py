@@ -10,9 +10,11 @@ from sqlalchemy.exc import IntegrityError
 
 from outpost.agents.catalog import default_catalog, resolve_model
 from outpost.agents.registry import AgentRegistry
+from outpost.db.repositories import artifacts as artifact_repo
 from outpost.db.repositories import dispatches as repo
 from outpost.db.repositories import events as event_repo
 from outpost.db.repositories import tenants as tenant_repo
+from outpost.db.repositories.artifacts import ArtifactRow
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.db.repositories.events import EventRow
 from outpost.db.store import Connection, Store
@@ -83,13 +85,8 @@ class DispatchService:
         request leaves out) are stored with it, so the run uses them and reads show them.
         """
         effective = await self._check_request(caller, request)
-        repo_spec = self._checked_repo(request)
-        push_branch = check_push_branch(request.push.branch, self._git) if request.push else None
         request_sha256 = _request_digest(request)
-        row = replace(
-            self._new_row(caller, request, effective, idempotency_key, request_sha256),
-            repo=repo_spec, push_branch=push_branch,
-        )  # fmt: skip
+        row = self._new_row(caller, request, effective, idempotency_key, request_sha256)
         try:
             async with self._store.write() as conn:
                 if idempotency_key is not None:
@@ -103,8 +100,14 @@ class DispatchService:
                 await event_repo.insert_events(conn, [queued])
                 await self._queue.enqueue(conn, row.id)
         except IntegrityError:
-            # Two requests with the same new idempotency key raced; the other one committed first.
+            # Two requests with the same new idempotency key raced, or created the same persistent
+            # workspace; the other one committed first.
             if idempotency_key is None:
+                if request.workspace.mode == "persistent":
+                    raise Conflict(
+                        f"workspace {request.workspace.name!r} was just created by another dispatch; "
+                        "try again"
+                    ) from None
                 raise
             async with self._store.read() as conn:
                 earlier = await repo.get_by_idempotency_key(conn, caller.tenant_id, idempotency_key)
@@ -116,13 +119,24 @@ class DispatchService:
 
     async def get(self, caller: Principal, dispatch_id: str) -> DispatchRow:
         """Raises NotFound for unknown ids and for other tenants' dispatches alike."""
+        return (await self.get_with_artifacts(caller, dispatch_id, with_artifacts=False))[0]
+
+    async def get_with_artifacts(
+        self, caller: Principal, dispatch_id: str, *, with_artifacts: bool = True
+    ) -> tuple[DispatchRow, list[ArtifactRow]]:
+        """The dispatch and, once it has ended, its artifacts, in one read (the hottest API call).
+        Artifacts are stored just before the terminal event: one that has not ended has none to read.
+        Raises NotFound for unknown ids and for other tenants' dispatches alike."""
+        stored: list[ArtifactRow] = []
         async with self._store.read() as conn:
             row = (
                 await repo.get_dispatch(conn, dispatch_id, caller.tenant_id) if is_ulid(dispatch_id) else None
             )
+            if row is not None and with_artifacts and DispatchStatus(row.status).is_terminal:
+                stored = await artifact_repo.list_for_dispatch(conn, row.id)
         if row is None:
             raise NotFound(f"no dispatch {dispatch_id!r}")
-        return row
+        return row, stored
 
     async def list_page(
         self, caller: Principal, *, limit: int, cursor: str | None, status: str | None, agent: str | None
@@ -217,7 +231,8 @@ class DispatchService:
             model=_model_in_force(request), timeout_s=effective.timeout_s,
             env=request.env, labels=request.labels,
             max_cost_micro_usd=round(max_cost * 1_000_000) if max_cost is not None else None,
-            limits=effective.sandbox or None,
+            limits=effective.sandbox or None, repo=self._checked_repo(request),
+            push_branch=check_push_branch(request.push.branch, self._git) if request.push else None,
             egress_allow=request.egress_allow or None,
             idempotency_key=idempotency_key, request_sha256=request_sha256, created_at=utc_now(),
             started_at=None, finished_at=None, exit_code=None, result=None, failure_reason=None,

@@ -15,16 +15,13 @@ back, and a worker that dies mid-run leaves the workspace as the previous run le
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from pathlib import Path
 
 from outpost.errors import SandboxError
-from outpost.workspaces.checkout import LOCAL_CONFIG
+from outpost.storage.disk_guard import measure_usage
+from outpost.workspaces.baselines import advance_baseline, head_commit
 from outpost.workspaces.git import Git
-from outpost.workspaces.remote_failures import last_words
-
-BASELINE_IDENTITY = {"user.name": "Outpost", "user.email": "outpost@localhost"}
 
 
 class PersistentStore:
@@ -54,7 +51,7 @@ class PersistentStore:
         """Copy the saved files into the (empty) run workspace; the commit they correspond to.
         Raises SandboxError when they do not fit or cannot be copied."""
         await _copy_tree(self.tree(tenant_id, workspace_id), workdir)
-        return await self._head(self.git_dir(tenant_id, workspace_id))
+        return await head_commit(self._git, self.git_dir(tenant_id, workspace_id))
 
     async def save(
         self, tenant_id: str, workspace_id: str, workdir: Path, base: str, tree: str | None
@@ -67,30 +64,12 @@ class PersistentStore:
         await asyncio.to_thread(shutil.rmtree, staged, ignore_errors=True)
         await _copy_tree(workdir, staged)
         if tree is not None:
-            await self._advance(self.git_dir(tenant_id, workspace_id), base, tree)
+            await advance_baseline(self._git, self.git_dir(tenant_id, workspace_id), base, tree)
         await asyncio.to_thread(_swap, staged, home / "tree")
-        return await asyncio.to_thread(_size_of, home / "tree")
+        return await asyncio.to_thread(measure_usage, home / "tree")
 
     async def remove(self, tenant_id: str, workspace_id: str) -> None:
         await asyncio.to_thread(shutil.rmtree, self.home(tenant_id, workspace_id), ignore_errors=True)
-
-    async def _advance(self, git_dir: Path, base: str, tree: str) -> None:
-        """HEAD becomes a commit of `tree` (parent `base`), and the index matches it."""
-        commit = await self._run(git_dir, ["commit-tree", "-p", base, "-m", "dispatch", tree])
-        await self._run(git_dir, ["read-tree", "--reset", commit], index=git_dir / "index")
-        await asyncio.to_thread((git_dir / "HEAD").write_text, f"{commit}\n")
-
-    async def _head(self, git_dir: Path) -> str:
-        return await self._run(git_dir, ["rev-parse", "--verify", "HEAD^{commit}"])
-
-    async def _run(self, git_dir: Path, args: list[str], index: Path | None = None) -> str:
-        result = await self._git.run(
-            args, git_dir=git_dir, config={**LOCAL_CONFIG, **BASELINE_IDENTITY}, index_file=index,
-            timeout_s=self._git.settings.local_timeout_s,
-        )  # fmt: skip
-        if not result.ok:
-            raise SandboxError(f"cannot record the persistent workspace's state: {last_words(result)}")
-        return result.stdout.decode().strip()
 
 
 async def _copy_tree(source: Path, target: Path) -> None:
@@ -116,12 +95,3 @@ def _swap(staged: Path, current: Path) -> None:
         current.rename(old)
     staged.rename(current)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _size_of(root: Path) -> int:
-    """Bytes the tree takes on disk (links not followed)."""
-    total = 0
-    for directory, _, files in os.walk(root):
-        for name in files:
-            total += os.lstat(os.path.join(directory, name)).st_blocks * 512
-    return total

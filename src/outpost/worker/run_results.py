@@ -72,6 +72,8 @@ class RunResults:
         """Capture and store everything; `scratch` is an empty private directory for the patch. Call
         only once every process of the run is gone. Never raises but for cancellation."""
         kept = KeptResults()
+        if row.attempt > 1:
+            await self._forget_earlier_attempt(row.id)
         if prepared is not None:
             await self._keep_changes(row, prepared, scratch, kept)
         if result:
@@ -79,6 +81,18 @@ class RunResults:
         await self._put(row, EVENT_LOG, self._event_log(row.id), "application/x-ndjson", kept)
         await self._record(kept)
         return kept
+
+    async def _forget_earlier_attempt(self, dispatch_id: str) -> None:
+        """A dispatch queued again after its worker was lost may have stored artifacts already: this
+        attempt's replace them, and a name it does not produce must not point at the old attempt's."""
+        async with self._store.read() as conn:
+            earlier = await artifact_repo.list_for_dispatch(conn, dispatch_id)
+        if not earlier:
+            return
+        for artifact in earlier:
+            await self._objects.delete(artifact.object_key)
+        async with self._store.write() as conn:
+            await artifact_repo.delete_artifacts(conn, [artifact.id for artifact in earlier])
 
     async def _keep_changes(
         self, row: DispatchRow, prepared: PreparedWorkspace, scratch: Path, kept: KeptResults

@@ -16,22 +16,17 @@ from pathlib import Path
 from typing import Protocol
 
 from outpost.db.repositories.dispatches import DispatchRow
-from outpost.errors import SandboxError
 from outpost.sandbox.base import RequestedLimits
 from outpost.services.git_credentials import credential_host
 from outpost.services.workspaces import WorkspaceService
 from outpost.storage.disk_guard import measure_usage
 from outpost.worker.persistent import PersistentStore
-from outpost.workspaces.checkout import LOCAL_CONFIG, NEUTRAL_ATTRIBUTES, Baseline, checkout
+from outpost.workspaces.baselines import empty_baseline
+from outpost.workspaces.checkout import Baseline, checkout
 from outpost.workspaces.git import Git, HttpCredential
 from outpost.workspaces.mirrors import MirrorCache
 from outpost.workspaces.push import PushResult, push_changes
-from outpost.workspaces.remote_failures import last_words
 from outpost.workspaces.repo_url import parse_repo_url
-
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-"""git's id of the empty tree, which every repository knows without storing it."""
-BASELINE_IDENTITY = {"user.name": "Outpost", "user.email": "outpost@localhost"}
 
 
 class GitCredentialSource(Protocol):
@@ -103,7 +98,7 @@ class RunWorkspaces:
         private = self.private_dir(row)
         await asyncio.to_thread(shutil.rmtree, private, ignore_errors=True)  # an earlier attempt's leftovers
         if row.repo is None:
-            return PreparedWorkspace(workdir, await empty_baseline(self.git, workdir, private), ())
+            return PreparedWorkspace(workdir, await empty_baseline(self.git, private), ())
         url, ref = row.repo["url"], row.repo.get("ref")
         credential = await self._credential(row.tenant_id, url)
         text = f"{credential.username}:{credential.password}" if credential else None
@@ -172,31 +167,3 @@ class RunWorkspaces:
         doomed = [self._scratch(row)] + ([self.private_dir(row)] if row.workspace_id is None else [])
         for path in doomed:
             await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
-
-
-async def empty_baseline(git: Git, workdir: Path, private: Path) -> Baseline:
-    """A baseline for a workspace that starts empty: a commit of the empty tree in a private git dir
-    of its own (so that capture lists every file the run created, like for a repository)."""
-    await asyncio.to_thread(_init_private_dir, private)
-    commit = await _git(git, private, ["commit-tree", "-m", "empty workspace", EMPTY_TREE])
-    await asyncio.to_thread((private / "HEAD").write_text, f"{commit}\n")
-    await _git(git, private, ["read-tree", "--reset", commit], index=private / "index")
-    return Baseline(commit, private, private / "objects")
-
-
-def _init_private_dir(private: Path) -> None:
-    private.mkdir(mode=0o700, parents=True)
-    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
-        (private / sub).mkdir(parents=True)
-    (private / "HEAD").write_text("ref: refs/heads/main\n")
-    (private / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
-
-
-async def _git(git: Git, private: Path, args: list[str], index: Path | None = None) -> str:
-    result = await git.run(
-        args, git_dir=private, config={**LOCAL_CONFIG, **BASELINE_IDENTITY}, index_file=index,
-        timeout_s=git.settings.local_timeout_s,
-    )  # fmt: skip
-    if not result.ok:
-        raise SandboxError(f"cannot prepare the workspace's baseline: {last_words(result)}")
-    return result.stdout.decode().strip()

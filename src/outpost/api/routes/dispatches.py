@@ -9,12 +9,12 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from outpost.api.auth import CallerDep, ContainerDep
 from outpost.api.routes.artifacts import artifact_read
 from outpost.app import Container
+from outpost.db.repositories.artifacts import ArtifactRow
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import AgentName, DispatchStatus
 from outpost.schemas.convert import dispatch_read, event_read
 from outpost.schemas.dispatches import DispatchCreate, DispatchPage, DispatchRead, EventPage
 from outpost.schemas.text import StorableText
-from outpost.services.keys import Principal
 
 router = APIRouter(prefix="/v1/dispatches", tags=["dispatches"])
 IdempotencyKey = Annotated[StorableText | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
@@ -53,8 +53,8 @@ async def list_dispatches(
 async def get_dispatch(
     dispatch_id: str, request: Request, caller: CallerDep, container: ContainerDep
 ) -> DispatchRead:
-    row = await container.dispatches.get(caller, dispatch_id)
-    return await _with_artifacts(row, request, caller, container)
+    row, stored = await container.dispatches.get_with_artifacts(caller, dispatch_id)
+    return _with_artifacts(row, stored, request, container)
 
 
 @router.post("/{dispatch_id}/cancel", response_model=DispatchRead)
@@ -62,14 +62,15 @@ async def cancel_dispatch(
     dispatch_id: str, request: Request, caller: CallerDep, container: ContainerDep
 ) -> DispatchRead:
     row = await container.dispatches.cancel(caller, dispatch_id)
-    return await _with_artifacts(row, request, caller, container)
+    _, stored = await container.dispatches.get_with_artifacts(caller, row.id)
+    return _with_artifacts(row, stored, request, container)
 
 
-async def _with_artifacts(
-    row: DispatchRow, request: Request, caller: Principal, container: Container
+def _with_artifacts(
+    row: DispatchRow, stored: list[ArtifactRow], request: Request, container: Container
 ) -> DispatchRead:
     """A single dispatch shows its artifacts, with fresh signed links."""
-    signed = await container.artifacts.list_signed(caller, row.id)
+    signed = container.artifacts.signed(stored)
     base = str(request.base_url).rstrip("/")
     return dispatch_read(row, [artifact_read(item, base) for item in signed])
 

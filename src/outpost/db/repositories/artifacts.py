@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, insert, select
+from sqlalchemy import CursorResult, bindparam, delete, insert, select
 
 from outpost.db.store import Connection
 from outpost.db.tables import artifacts
@@ -33,9 +33,15 @@ async def insert_artifacts(conn: Connection, rows: list[ArtifactRow]) -> None:
         )
 
 
+# Built once: every read of a finished dispatch lists its artifacts.
+_OF_DISPATCH = (
+    select(artifacts).where(artifacts.c.dispatch_id == bindparam("dispatch_id")).order_by(artifacts.c.name)
+)
+
+
 async def list_for_dispatch(conn: Connection, dispatch_id: str) -> list[ArtifactRow]:
-    query = select(artifacts).where(artifacts.c.dispatch_id == dispatch_id).order_by(artifacts.c.name)
-    return [ArtifactRow(**found) for found in (await conn.execute(query)).mappings()]
+    result = await conn.execute(_OF_DISPATCH, {"dispatch_id": dispatch_id})
+    return [ArtifactRow(**found) for found in result.mappings()]
 
 
 async def get_artifact(conn: Connection, dispatch_id: str, name: str) -> ArtifactRow | None:
