@@ -37,6 +37,7 @@ from common import publish, summarize
 from outpost.workspaces.capture import capture_changes
 from outpost.workspaces.checkout import Baseline, checkout
 from outpost.workspaces.git import Git
+from outpost.workspaces.index_stat import restamp_index
 from outpost.workspaces.mirrors import MirrorCache, ResolvedRef
 from outpost.workspaces.settings import GitSettings
 
@@ -175,18 +176,25 @@ async def measure_capture(
     """Capture after editing `--changed` files, with the checkout's stat data intact, and with every
     file's ctime new. A pause after the checkout stands for the run: git re-reads files whose mtime is
     in the same second as its index ("racily clean"), which no real run is short enough to hit."""
-    samples: dict[str, list[float]] = {"capture": [], "capture_stale_stat": []}
+    samples: dict[str, list[float]] = {
+        "capture": [], "capture_stale_stat": [], "capture_restamped": [], "restamp": []
+    }  # fmt: skip
     step = max(1, args.files // args.changed)
     for round_number in range(args.warmup + args.runs):
-        workspaces = {key: await bench.checked_out(git, resolved) for key in samples}
+        cases = ("capture", "capture_stale_stat", "capture_restamped")
+        workspaces = {key: await bench.checked_out(git, resolved) for key in cases}
         await asyncio.sleep(RUN_PAUSE_S)
         for key, (baseline, workdir) in workspaces.items():
+            if key != "capture":
+                for path in (workdir / "src").rglob("*.txt"):
+                    path.chmod(0o644)  # a new ctime for every file, as the chown before a run gives
+            if key == "capture_restamped":
+                restamp_ms, _ = await _timed(asyncio.to_thread(restamp_index, baseline.index_path, workdir))
+                if round_number >= args.warmup:
+                    samples["restamp"].append(restamp_ms)
             for index in range(0, step * args.changed, step):
                 with (workdir / os.fsdecode(_file_name(index))).open("a") as edited:
                     edited.write("changed by the benchmark\n")
-            if key == "capture_stale_stat":
-                for path in (workdir / "src").rglob("*.txt"):
-                    path.chmod(0o644)  # a new ctime for every file, as the chown before a run gives
             out_dir = bench.fresh("out")
             elapsed, changes = await _timed(capture_changes(git, baseline, workdir, out_dir))
             if len(changes.files) != args.changed:
@@ -206,6 +214,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], work: Path) -> str
         ("`git clone <path>` (local, hardlinks)", results["clone_local_path"]),
         (f"capture, {args.changed} files changed", results["capture"]),
         (f"capture, {args.changed} changed, every ctime new (chown)", results["capture_stale_stat"]),
+        (f"capture, {args.changed} changed, ctime new, index re-stamped", results["capture_restamped"]),
+        ("re-stamping the index after the chown", results["restamp"]),
         ("resolve a branch, warm mirror (a fetch)", results["warm_resolve_ms"]),
     ]
     lines = [

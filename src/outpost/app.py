@@ -151,8 +151,8 @@ def build_container(settings: Settings) -> Container:
         store, PersistentStore(settings.data_dir.resolve() / "persistent", git), settings.workspaces
     )
     places = WorkspacePlaces(
-        private_root=settings.data_dir.resolve() / "baselines", persistent=workspaces.persistent,
-        sizes=workspaces, default_disk_bytes=settings.sandbox.disk_mb * 2**20, space=guard,
+        persistent=workspaces.persistent, sizes=workspaces,
+        default_disk_bytes=settings.sandbox.disk_mb * 2**20, space=guard,
     )  # fmt: skip
     executor = DispatchExecutor(
         runs=runs, sandbox=sandbox, agents=agents, runtime=runtime,

@@ -70,6 +70,19 @@ async def test_a_later_dispatch_continues_where_the_last_one_left(ws_server: Ser
     assert page["used_bytes"] == page["items"][0]["size_bytes"]
 
 
+async def test_each_save_keeps_every_change_even_forged_ones(ws_server: Server) -> None:
+    headers = await ws_server.new_tenant()
+    setup = (
+        "mkdir -p deps d; echo kept > deps/lib.js; echo deps/ > .gitignore; echo aaaa > d/f; echo x > gone"
+    )
+    assert (await run_in(ws_server, headers, setup, "w"))["status"] == "succeeded"
+    forge = "touch -r d/f /tmp/stamp; echo bbbb > d/f; touch -r /tmp/stamp d/f; rm gone"
+    assert (await run_in(ws_server, headers, forge, "w"))["status"] == "succeeded"
+    third = await run_in(ws_server, headers, "cat d/f deps/lib.js; ls", "w")
+    assert await log_lines(ws_server, headers, third["id"]) == ["bbbb", "kept", "d", "deps"]
+    assert await patch_of(ws_server, headers, third["id"]) == ""  # its baseline is what it found
+
+
 async def test_a_repository_workspace_keeps_its_changes_and_history(
     ws_server: Server, tmp_path: Path
 ) -> None:

@@ -63,7 +63,8 @@ class SandboxSpec:
     server's egress allowlist for this run (backends without network ignore it). `home_files` are placed
     in the run's home before it starts (content, or a host file to copy), by path relative to the home;
     `read_only` host directories are visible to the run at the same path; `services` are reachable at the
-    URLs `Sandbox.view()` gave."""
+    URLs `Sandbox.view()` gave. `on_staged`, if any, is called (in a worker thread) once the run's files are
+    in place and its workspace belongs to the run, before its command starts."""
 
     run_id: str
     argv: list[str]
@@ -75,6 +76,7 @@ class SandboxSpec:
     home_files: Mapping[str, bytes | Path] = field(default_factory=dict)
     read_only: tuple[Path, ...] = ()
     services: tuple[InboundService, ...] = ()
+    on_staged: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,6 +200,8 @@ class BwrapSandbox:
         with self._staging_lock:  # the last run's _unstage() may be removing the staging dir
             bwrap_fs.searchable_dir(self._staging_dir)
             bwrap_fs.stage(paths, spec.workdir, uid, spec.read_only, spec.home_files)
+        if spec.on_staged is not None:
+            spec.on_staged()
 
     def _unstage(self, paths: JobPaths) -> None:
         bwrap_fs.remove(paths)

@@ -93,6 +93,8 @@ class ProcessSandbox:
         marker = f"{self._instance}:{spec.run_id}"
         home = self._homes_dir / spec.run_id
         await asyncio.to_thread(_fresh_home, home, spec)
+        if spec.on_staged is not None:
+            await asyncio.to_thread(spec.on_staged)
         env = {"PATH": BASE_PATH, "HOME": str(home), "LANG": "C.UTF-8", **spec.env}
         env[procfs.MARKER_VARIABLE] = marker
         try:

@@ -7,6 +7,7 @@ the gateway's grant, on the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ async def prepare_launch(
     events: EventSink,
     egress_allow: tuple[str, ...],
     read_only: tuple[Path, ...] = (),
+    on_staged: Callable[[], None] | None = None,
 ) -> Launch:
     """Raises InvalidInput when the dispatch's model is no longer in the catalog, SandboxError when the
     gateway cannot be made reachable, SecretUnreadable when the tenant's provider key cannot be decrypted.
@@ -80,6 +82,7 @@ async def prepare_launch(
         run_id=run_id, argv=command.argv, env=command.env, workdir=workdir, events=events, limits=limits,
         egress_allow=egress_allow, home_files=command.home_files, services=services,
         read_only=(*read_only, *((runtime.install_dir,) if adapter.install is not None else ())),
+        on_staged=on_staged,
     )  # fmt: skip
     return Launch(spec, RunReport(adapter.new_parser()), meter, token)
 

@@ -75,7 +75,7 @@ class DispatchExecutor:
             # outcome does not depend on it (the main process has ended, or was killed already).
             kills = [run.kill() for run in held.runs]
             removals = [self._sandbox.remove_workspace(w) for w in held.workdirs]
-            await _to_the_end([*kills, self._workspaces.discard(row), *removals])
+            await _to_the_end([*kills, *removals])
 
     async def _attempt(self, row: DispatchRow, held: _Held, abort: asyncio.Event) -> Outcome | None:
         """Run the attempt. The workspace and the sandbox run, once made, go into `held` for the caller
@@ -83,10 +83,17 @@ class DispatchExecutor:
         limits = await self._workspaces.limits_for(row, _requested_limits(row.limits))
         try:
             workdir = await self._sandbox.create_workspace(row.id, limits)
+            held.workdirs.append(workdir)
+            # Beside the workspace, on the same kind of file system (a tmpfs for bwrap): git writes an
+            # object there for every changed file, ~4x faster than into a data dir on ext4 here.
+            private = await self._sandbox.create_workspace(
+                f"{row.id}.private", self._workspaces.private_limits(limits)
+            )
+            held.workdirs.append(private)
         except SandboxError as exc:
             return Outcome(DispatchStatus.FAILED, reason=FailureReason.SANDBOX_ERROR, detail=exc.detail)
-        held.workdirs.append(workdir)
-        prepared = await self._prepare_workspace(row, workdir, abort)
+        held.private = private
+        prepared = await self._prepare_workspace(row, workdir, private, abort)
         if isinstance(prepared, Outcome):
             return prepared
         held.prepared = prepared
@@ -111,10 +118,10 @@ class DispatchExecutor:
             await recorder.close()
 
     async def _prepare_workspace(
-        self, row: DispatchRow, workdir: Path, abort: asyncio.Event
+        self, row: DispatchRow, workdir: Path, private: Path, abort: asyncio.Event
     ) -> PreparedWorkspace | Outcome:
         """Fill the workspace, unless a cancel comes first (a first fetch may take minutes)."""
-        preparing = asyncio.ensure_future(self._workspaces.prepare(row, workdir))
+        preparing = asyncio.ensure_future(self._workspaces.prepare(row, workdir, private))
         aborted = asyncio.ensure_future(abort.wait())
         try:
             await asyncio.wait({preparing, aborted}, return_when=asyncio.FIRST_COMPLETED)
@@ -138,7 +145,7 @@ class DispatchExecutor:
         an event before the terminal one. A push that fails fails the dispatch."""
         for run in held.runs:
             await run.kill()  # capture reads the workspace: no process of the run may still change it
-        scratch = await self._workspaces.scratch_dir(row)
+        scratch = await self._workspaces.scratch_dir(held.private) if held.private is not None else None
         kept = await self._results.keep(row, held.prepared, outcome.result, scratch)
         data: dict[str, object] = {"names": [artifact.name for artifact in kept.artifacts]}
         if kept.changes is not None:
@@ -162,6 +169,7 @@ class DispatchExecutor:
         return await prepare_launch(
             self._runtime, self._sandbox, self._agents.get(row.agent), row, prepared.workdir, limits,
             recorder.event, (*tenant_egress, *(row.egress_allow or ())), prepared.read_only,
+            on_staged=prepared.after_staged,
         )  # fmt: skip
 
     async def _supervise(
@@ -219,6 +227,8 @@ class _Held:
 
     runs: list[SandboxRun] = field(default_factory=list)
     workdirs: list[Path] = field(default_factory=list)
+    private: Path | None = None
+    """The worker's own area beside the workspace (its baseline, capture's files)."""
     prepared: PreparedWorkspace | None = None
 
 

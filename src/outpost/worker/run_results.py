@@ -29,7 +29,8 @@ from outpost.errors import OutpostError
 from outpost.storage.base import ObjectInfo, ObjectStore
 from outpost.storage.blocking import run_blocking
 from outpost.storage.keys import join_key
-from outpost.worker.run_workspace import PreparedWorkspace, SpaceCheck
+from outpost.worker.persistent import SpaceCheck
+from outpost.worker.run_workspace import PreparedWorkspace
 from outpost.workspaces.capture import Changes, capture_changes
 from outpost.workspaces.git import Git
 from outpost.workspaces.raw_diff import ChangedFile, display_name
@@ -67,14 +68,15 @@ class RunResults:
         self._space = space
 
     async def keep(
-        self, row: DispatchRow, prepared: PreparedWorkspace | None, result: str | None, scratch: Path
+        self, row: DispatchRow, prepared: PreparedWorkspace | None, result: str | None, scratch: Path | None
     ) -> KeptResults:
-        """Capture and store everything; `scratch` is an empty private directory for the patch. Call
-        only once every process of the run is gone. Never raises but for cancellation."""
+        """Capture and store everything; `scratch` is an empty private directory for the patch (there
+        is one whenever there is a workspace). Call only once every process of the run is gone. Never
+        raises but for cancellation."""
         kept = KeptResults()
         if row.attempt > 1:
             await self._forget_earlier_attempt(row.id)
-        if prepared is not None:
+        if prepared is not None and scratch is not None:
             await self._keep_changes(row, prepared, scratch, kept)
         if result:
             await self._put(row, FINAL_MESSAGE, result.encode(), "text/markdown; charset=utf-8", kept)

@@ -10,8 +10,10 @@ the run's changes are captured against (see `outpost.workspaces.checkout` and `.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -19,19 +21,30 @@ from outpost.db.repositories.dispatches import DispatchRow
 from outpost.sandbox.base import RequestedLimits
 from outpost.services.git_credentials import credential_host
 from outpost.services.workspaces import WorkspaceService
-from outpost.storage.disk_guard import measure_usage
-from outpost.worker.persistent import PersistentStore
+from outpost.worker.persistent import PersistentStore, RunEnd, SpaceCheck
 from outpost.workspaces.baselines import empty_baseline
 from outpost.workspaces.checkout import Baseline, checkout
 from outpost.workspaces.git import Git, HttpCredential
+from outpost.workspaces.index_stat import restamp_index
 from outpost.workspaces.mirrors import MirrorCache
 from outpost.workspaces.push import PushResult, push_changes
 from outpost.workspaces.repo_url import parse_repo_url
+
+log = logging.getLogger(__name__)
 
 
 class GitCredentialSource(Protocol):
     async def credential_for(self, tenant_id: str, host: str) -> HttpCredential | None:
         """The tenant's credential for `host`, None when it set none. Raises SecretUnreadable."""
+
+
+@dataclass(slots=True)
+class StageMark:
+    """What was seen of the workspace as the run was about to start."""
+
+    ctime_ns: int = 0
+    """A ctime read after the sandbox handed the files over: any later change has one at least as
+    recent (0: never staged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +55,36 @@ class PreparedWorkspace:
     workdir: Path
     baseline: Baseline
     read_only: tuple[Path, ...]
+    checked_out: bool = False
+    """True when the private index's stat data came from writing these very files (a fresh checkout)."""
+    staged: StageMark = field(default_factory=StageMark)
+
+    def after_staged(self) -> None:
+        """Called by the sandbox once the files belong to the run's uid, before the run starts: marks
+        the time (see `StageMark`) and keeps capture from re-reading a fresh checkout's files (see
+        `index_stat`). Never raises: without either, capture and saving are slower, not wrong."""
+        try:
+            self.staged.ctime_ns = _current_ctime_ns(self.baseline.git_dir)
+            if self.checked_out:
+                restamp_index(self.baseline.index_path, self.workdir)
+        except OSError:
+            log.warning("the workspace's stat data was not recorded; capture will re-read every file")
 
 
-class SpaceCheck(Protocol):
-    """Refuses a write that would leave the data dir's disk below its reserve (see `DiskGuard`)."""
-
-    def check(self, need_bytes: int) -> None:
-        """Raises InsufficientStorage."""
+def _current_ctime_ns(directory: Path) -> int:
+    """The ctime the file system gives a file changed now (its clock is coarser than `time.time`)."""
+    probe = directory / "stage-probe"
+    probe.write_bytes(b"")
+    try:
+        return os.lstat(probe).st_ctime_ns
+    finally:
+        probe.unlink()
 
 
 @dataclass(frozen=True, slots=True)
 class WorkspacePlaces:
     """Where the worker keeps what workspaces need on its disk, and what may fill it."""
 
-    private_root: Path
-    """Each ephemeral workspace's private git dir and capture scratch files."""
     persistent: PersistentStore
     sizes: WorkspaceService
     default_disk_bytes: int
@@ -74,10 +102,16 @@ class RunWorkspaces:
         self._credentials = credentials
         self._places = places
 
-    def private_dir(self, row: DispatchRow) -> Path:
+    def _git_dir(self, row: DispatchRow, private: Path) -> Path:
         if row.workspace_id is not None:
             return self._places.persistent.git_dir(row.tenant_id, row.workspace_id)
-        return self._places.private_root / f"{row.id}.{row.attempt}"
+        return private / "git"
+
+    def private_limits(self, limits: RequestedLimits) -> RequestedLimits:
+        """What the worker's private area of a run may hold: its git dir (the index, and the objects
+        capture writes for every file the run changed, uncompressed) and the patch."""
+        disk = limits.disk_bytes or self._places.default_disk_bytes
+        return RequestedLimits(disk_bytes=2 * disk + self.git.settings.max_patch_bytes)
 
     async def limits_for(self, row: DispatchRow, limits: RequestedLimits) -> RequestedLimits:
         """A run in a persistent workspace may fill what the tenant's other workspaces leave."""
@@ -88,14 +122,17 @@ class RunWorkspaces:
             limits, disk_bytes=max(1, min(limits.disk_bytes or self._places.default_disk_bytes, room))
         )
 
-    async def prepare(self, row: DispatchRow, workdir: Path) -> PreparedWorkspace:
-        """Fill `workdir` (empty) for `row`. Raises InvalidInput (refused URL or ref, no such repository
-        or ref, credential refused, tree too large), Unavailable (remote unreachable, disk low),
-        PayloadTooLarge (repository over the fetch limit), SecretUnreadable and SandboxError."""
+    async def prepare(self, row: DispatchRow, workdir: Path, private: Path) -> PreparedWorkspace:
+        """Fill `workdir` (empty) for `row`; the baseline goes into `private`, an empty directory that
+        runs cannot reach (but for a persistent workspace, whose baseline is kept with it).
+
+        Raises InvalidInput (refused URL or ref, no such repository or ref, credential refused, tree
+        too large), Unavailable (remote unreachable, disk low), PayloadTooLarge (repository over the
+        fetch limit), SecretUnreadable and SandboxError."""
         self._places.space.check(0)
         if row.workspace_id is not None and self._places.persistent.exists(row.tenant_id, row.workspace_id):
             return await self._load(row, row.workspace_id, workdir)
-        private = self.private_dir(row)
+        private = self._git_dir(row, private)
         await asyncio.to_thread(shutil.rmtree, private, ignore_errors=True)  # an earlier attempt's leftovers
         if row.repo is None:
             return PreparedWorkspace(workdir, await empty_baseline(self.git, private), ())
@@ -104,7 +141,7 @@ class RunWorkspaces:
         text = f"{credential.username}:{credential.password}" if credential else None
         resolved = await self._mirrors.resolve(url, ref, text, scope=row.tenant_id)
         baseline = await checkout(self.git, resolved, workdir, private)
-        return PreparedWorkspace(workdir, baseline, (baseline.objects_path,))
+        return PreparedWorkspace(workdir, baseline, (baseline.objects_path,), checked_out=True)
 
     async def _credential(self, tenant_id: str, url: str) -> HttpCredential | None:
         """The tenant's credential for the URL's host (see `credential_host`)."""
@@ -128,12 +165,8 @@ class RunWorkspaces:
         SandboxError and InsufficientStorage; the workspace then stays as it was before the run."""
         if row.workspace_id is None:
             return
-        used = await asyncio.to_thread(measure_usage, prepared.workdir)
-        self._places.space.check(used)
-        base = prepared.baseline.commit
-        size = await self._places.persistent.save(
-            row.tenant_id, row.workspace_id, prepared.workdir, base, tree
-        )
+        run = RunEnd(prepared.workdir, prepared.baseline.commit, tree, prepared.staged.ctime_ns)
+        size = await self._places.persistent.save(row.tenant_id, row.workspace_id, run, self._places.space)
         await self._places.sizes.record_size(row.workspace_id, size)
 
     async def push(self, row: DispatchRow, prepared: PreparedWorkspace, tree: str) -> PushResult:
@@ -151,19 +184,9 @@ class RunWorkspaces:
             author=(settings.push_author_name, settings.push_author_email),
         )  # fmt: skip
 
-    def _scratch(self, row: DispatchRow) -> Path:
-        return self._places.private_root / f"{row.id}.{row.attempt}.out"
-
-    async def scratch_dir(self, row: DispatchRow) -> Path:
-        """An empty private directory for files made while capturing `row`'s attempt (its patch)."""
-        scratch = self._scratch(row)
+    async def scratch_dir(self, private: Path) -> Path:
+        """An empty directory in the run's private area for files made while capturing (the patch)."""
+        scratch = private / "out"
         await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
-        await asyncio.to_thread(scratch.mkdir, mode=0o700, parents=True)
+        await asyncio.to_thread(scratch.mkdir, mode=0o700)
         return scratch
-
-    async def discard(self, row: DispatchRow) -> None:
-        """Delete the scratch files and, for an ephemeral workspace, the private git dir of `row`'s
-        attempt. Never raises."""
-        doomed = [self._scratch(row)] + ([self.private_dir(row)] if row.workspace_id is None else [])
-        for path in doomed:
-            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
