@@ -24,7 +24,7 @@ async def push_step(
     branch = row.push_branch
     if outcome.status != DispatchStatus.SUCCEEDED or prepared is None:
         return outcome, {"branch": branch, "pushed": False, "detail": "not pushed: the run did not succeed"}
-    if kept.changes is None:
+    if kept.changes is None or kept.changes.tree is None:
         return _failed(outcome, branch, "not pushed: the changes could not be captured")
     try:
         pushed = await workspaces.push(row, prepared, kept.changes.tree)

@@ -100,7 +100,11 @@ class RunResults:
         self, row: DispatchRow, prepared: PreparedWorkspace, scratch: Path, kept: KeptResults
     ) -> None:
         try:
-            changes = await capture_changes(self._git, prepared.baseline, prepared.workdir, scratch)
+            # Only a push or a persistent workspace uses the tree: writing it costs a pass over the index.
+            with_tree = row.push_branch is not None or row.workspace_id is not None
+            changes = await capture_changes(
+                self._git, prepared.baseline, prepared.workdir, scratch, with_tree=with_tree
+            )
         except OutpostError as exc:
             kept.warnings.append(f"the workspace's changes could not be captured: {exc.detail}")
             return

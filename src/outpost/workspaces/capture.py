@@ -54,18 +54,22 @@ PATCH_OPTIONS = ("--binary", "--full-index", "--no-color", "--src-prefix=a/", "-
 class Changes:
     """What a run changed: a binary-safe patch against `base_commit` (`git apply` takes it), the changed
     files, what could not be captured (`warnings`, printable), and `tree`, the id of the captured tree
-    (written to the private git dir, nested repositories left as in the baseline: what a push commits)."""
+    (written to the private git dir, nested repositories left as in the baseline: what a push commits),
+    None when it was not asked for."""
 
     base_commit: str
     patch_path: Path
     patch_bytes: int
     files: tuple[ChangedFile, ...]
     warnings: tuple[str, ...]
-    tree: str
+    tree: str | None
 
 
-async def capture_changes(git: Git, baseline: Baseline, workdir: Path, out_dir: Path) -> Changes:
+async def capture_changes(
+    git: Git, baseline: Baseline, workdir: Path, out_dir: Path, *, with_tree: bool = True
+) -> Changes:
     """Capture the changes in `workdir` since `baseline`; the patch is written to `out_dir/changes.patch`.
+    `with_tree` records the captured tree too (a push or a persistent workspace needs it).
 
     Raises PayloadTooLarge when the patch exceeds `GitSettings.max_patch_bytes`, and SandboxError when
     git fails or takes longer than `GitSettings.local_timeout_s` (per command).
@@ -75,7 +79,7 @@ async def capture_changes(git: Git, baseline: Baseline, workdir: Path, out_dir: 
     await asyncio.to_thread(shutil.copyfile, baseline.index_path, index)
     run = _Capture(git, baseline, workdir, index)
     try:
-        return await run.changes(out_dir / PATCH_NAME, removed)
+        return await run.changes(out_dir / PATCH_NAME, removed, with_tree)
     except TimeoutError:
         raise SandboxError(
             f"capturing the changes took longer than {git.settings.local_timeout_s:g} s"
@@ -91,7 +95,7 @@ class _Capture:
         self._workdir = workdir
         self._index = index
 
-    async def changes(self, patch_path: Path, removed: list[str]) -> Changes:
+    async def changes(self, patch_path: Path, removed: list[str], with_tree: bool) -> Changes:
         warnings = [f"{display_name(path)}: a FIFO or other special file, removed" for path in removed]
         added = await self._run(["add", "--all", "--ignore-errors"])
         if added.returncode not in {0, 1}:  # 1: some paths could not be added, the rest was
@@ -103,7 +107,7 @@ class _Capture:
             await self._restore(nested)
             warnings += [f"{change.display_path}: a nested git repository, not captured" for change in nested]
         patch = await self._patch(patch_path)
-        tree = await self._write_tree()
+        tree = await self._write_tree() if with_tree else None
         kept = tuple(change for change in files if change.new_mode != GITLINK_MODE)
         return Changes(self._baseline.commit, patch_path, patch.stdout_bytes, kept, _capped(warnings), tree)
 
