@@ -15,6 +15,9 @@ from outpost.agents.status import AgentStatusCache
 from outpost.db.migrate import upgrade_to_head
 from outpost.db.store import Store
 from outpost.errors import Unavailable
+from outpost.events.base import EventBus
+from outpost.events.factory import build_event_bus
+from outpost.events.streams import EventStreams
 from outpost.gateway.server import ModelGateway
 from outpost.gateway.tokens import GatewayTokens
 from outpost.gateway.upstreams import upstreams_from_settings
@@ -40,6 +43,7 @@ from outpost.worker.agent_launch import AgentRuntime
 from outpost.worker.executor import DispatchExecutor
 from outpost.worker.persistent import PersistentStore
 from outpost.worker.queue.inprocess import InProcessWorker
+from outpost.worker.run_outputs import OutputLimits
 from outpost.worker.run_results import RunResults
 from outpost.worker.run_workspace import RunWorkspaces, WorkspacePlaces
 from outpost.workspaces.git import Git
@@ -71,6 +75,8 @@ class Container:
     workspaces: WorkspaceService
     disk_guard: DiskGuard
     janitor: RetentionJanitor
+    bus: EventBus
+    event_streams: EventStreams
     _lock_file: IO[str] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -83,6 +89,7 @@ class Container:
         self.check_sandbox()
         try:
             await upgrade_to_head(self.store)
+            await self.bus.start()
             async with self.store.read() as conn:
                 await self.vault.check_key(conn)
             if self.settings.worker.enabled:
@@ -108,7 +115,12 @@ class Container:
                 f"the {self.sandbox.name} sandbox cannot run here: {'; '.join(problems)}{escape}"
             )
 
+    async def end_streams(self) -> None:
+        """End every open event stream (the server is stopping; clients resume from another one)."""
+        await self.bus.close()
+
     async def stop(self) -> None:
+        await self.end_streams()
         await self.janitor.stop()
         await self.worker.stop()
         await self.gateway.close()
@@ -130,9 +142,10 @@ class Container:
 
 def build_container(settings: Settings) -> Container:
     store = Store(settings.resolved_database_url)
+    bus = build_event_bus(settings.events, store.url, store.dialect)
     sandbox = build_sandbox(settings)
     agents = default_registry(settings.agents.install_dir.resolve())
-    runs = RunService(store, settings.worker.max_attempts)
+    runs = RunService(store, settings.worker.max_attempts, bus)
     gateway = ModelGateway(GatewayTokens(), settings.gateway)
     box = build_secret_box(settings)
     vault = SecretVault(box)
@@ -154,10 +167,11 @@ def build_container(settings: Settings) -> Container:
         persistent=workspaces.persistent, sizes=workspaces,
         default_disk_bytes=settings.sandbox.disk_mb * 2**20, space=guard,
     )  # fmt: skip
+    output_limits = OutputLimits.from_settings(settings.retention)
     executor = DispatchExecutor(
         runs=runs, sandbox=sandbox, agents=agents, runtime=runtime,
         workspaces=RunWorkspaces(git, mirrors, git_credentials, places),
-        results=RunResults(store, objects, git, settings.retention.artifact_days, guard),
+        results=RunResults(store, objects, git, settings.retention.artifact_days, guard, output_limits),
         limits=settings.limits, flush_s=settings.worker.log_flush_ms / 1000,
     )  # fmt: skip
     worker = InProcessWorker(runs, executor, settings.worker.slots, settings.worker.poll_interval_s)
@@ -170,6 +184,7 @@ def build_container(settings: Settings) -> Container:
         settings.sandbox,
         settings.git,
         settings.workspaces.quota_bytes,
+        bus,
     )
     keys = KeyService(store, settings.key_cache_ttl_s)
     return Container(
@@ -178,7 +193,8 @@ def build_container(settings: Settings) -> Container:
         url_signer=url_signer, git_credentials=git_credentials, mirrors=mirrors,
         artifacts=ArtifactService(store, dispatches, url_signer), workspaces=workspaces,
         agent_statuses=AgentStatusCache(settings.agents.install_dir, settings.providers),
-        disk_guard=guard, janitor=build_janitor(settings, store, objects, guard),
+        disk_guard=guard, janitor=build_janitor(settings, store, objects, guard), bus=bus,
+        event_streams=EventStreams(store, bus, dispatches, settings.events),
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.errors import InvalidInput
+from outpost.events.settings import EventSettings
 from outpost.sandbox.egress_policy import parse_entry
 from outpost.services.retention_settings import RetentionSettings
 from outpost.storage.settings import StorageSettings
@@ -59,8 +60,10 @@ class WorkerSettings(BaseModel):
     """Runs a dispatch may get when its worker is lost; after the last it fails with `worker_lost`."""
     poll_interval_s: float = Field(default=1.0, gt=0)
     """How often the worker looks for queued dispatches written by other processes."""
-    log_flush_ms: int = Field(default=25, ge=1)
-    """Longest time output lines wait before they are written as events (they are batched)."""
+    log_flush_ms: int = Field(default=0, ge=0)
+    """Extra time output lines wait to be batched with later ones before they are written as events. 0
+    (the default): a line is written at once when no write of its run is under way, and lines that
+    arrive during a write go together in the next one."""
     abort_grace_s: float = Field(default=5.0, gt=0)
     """How long a cancel waits for the worker to stop a run before it marks the dispatch itself."""
 
@@ -167,6 +170,7 @@ class Settings(BaseSettings):
     agents: AgentSettings = Field(default_factory=AgentSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
     @property

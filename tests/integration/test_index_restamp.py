@@ -35,6 +35,13 @@ def _touch_every_ctime(workdir: Path) -> None:
                 os.chmod(path, os.lstat(path).st_mode & 0o7777)
 
 
+def _index_written_later(workspace: Workspace) -> None:
+    """As for all but the last few files of a real checkout: the index is younger than every file (a
+    tiny checkout writes both in the same clock tick, making every entry racily clean)."""
+    later = os.stat(workspace.baseline.index_path).st_mtime_ns + 1_000_000_000
+    os.utime(workspace.baseline.index_path, ns=(later, later))
+
+
 def _index_stat(workspace: Workspace) -> dict[str, tuple[int, int, int]]:
     """(ctime s, uid, gid) per path as the private index holds them."""
     listing = git(
@@ -56,6 +63,7 @@ def _index_stat(workspace: Workspace) -> dict[str, tuple[int, int, int]]:
 
 async def test_a_restamped_index_holds_the_files_new_stat_data(tmp_path: Path) -> None:
     workspace = await checked_out(tmp_path, TREE)
+    _index_written_later(workspace)
     _touch_every_ctime(workspace.workdir)
     assert restamp_index(workspace.baseline.index_path, workspace.workdir) == FILES
     for path, (ctime_s, uid, gid) in _index_stat(workspace).items():
@@ -68,8 +76,9 @@ async def test_a_restamped_index_holds_the_files_new_stat_data(tmp_path: Path) -
 
 async def test_changes_after_the_restamp_are_captured_even_with_forged_size_and_mtime(tmp_path: Path) -> None:
     workspace = await checked_out(tmp_path, TREE)
+    _index_written_later(workspace)
     _touch_every_ctime(workspace.workdir)
-    restamp_index(workspace.baseline.index_path, workspace.workdir)
+    assert restamp_index(workspace.baseline.index_path, workspace.workdir) == FILES
     target = workspace.workdir / "src" / "app.py"
     before = os.lstat(target)
     target.write_text("print('xx')\n")  # same size
@@ -84,6 +93,7 @@ async def test_changes_after_the_restamp_are_captured_even_with_forged_size_and_
 
 async def test_an_entry_whose_file_changed_before_the_restamp_keeps_its_old_stat(tmp_path: Path) -> None:
     workspace = await checked_out(tmp_path, TREE)
+    _index_written_later(workspace)
     (workspace.workdir / "README.md").write_text("hello, changed!\n")
     assert restamp_index(workspace.baseline.index_path, workspace.workdir) == FILES - 1
     changes = await workspace.capture()
@@ -105,3 +115,16 @@ async def test_an_index_that_is_not_plain_is_left_as_it_was(tmp_path: Path) -> N
     version_4 = index.read_bytes()
     assert restamp_index(index, workspace.workdir) == 0
     assert index.read_bytes() == version_4
+
+
+async def test_racily_clean_entries_are_not_restamped_and_their_changes_are_seen(tmp_path: Path) -> None:
+    workspace = await checked_out(tmp_path, TREE)
+    target = workspace.workdir / "src" / "app.py"
+    written = os.lstat(target).st_mtime_ns
+    os.utime(workspace.baseline.index_path, ns=(written, written))  # index and file in one clock tick
+    _touch_every_ctime(workspace.workdir)
+    restamp_index(workspace.baseline.index_path, workspace.workdir)
+    target.write_text("print('xx')\n")  # same size, and in the same tick as the checkout
+    os.utime(target, ns=(written, written))
+    changes = await workspace.capture()
+    assert [change.path for change in changes.files] == ["src/app.py"]

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from starlette.routing import Route
 
 from outpost import __version__
 from outpost.api.auth import TokenBuckets
@@ -15,6 +16,7 @@ from outpost.api.problems import install_problem_handlers
 from outpost.api.routes import (
     artifacts,
     dispatches,
+    events,
     git_credentials,
     health,
     keys,
@@ -22,16 +24,19 @@ from outpost.api.routes import (
     workspaces,
 )
 from outpost.app import Container
+from outpost.mcp.http import McpEndpoint
 
 
 def create_app(container: Container) -> FastAPI:
-    """The ASGI app. Its lifespan starts and stops the container (store, worker)."""
+    """The ASGI app. Its lifespan starts and stops the container (store, worker) and the MCP endpoint."""
+    mcp_endpoint = McpEndpoint(container.settings.limits.max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await container.start()
         try:
-            yield
+            async with mcp_endpoint.running():
+                yield
         finally:
             await container.stop()
 
@@ -45,11 +50,13 @@ def create_app(container: Container) -> FastAPI:
     app.state.rate_limits = TokenBuckets(container.settings.limits.requests_per_s)
     install_problem_handlers(app)
     app.include_router(dispatches.router)
+    app.include_router(events.router)
     app.include_router(artifacts.router)
     app.include_router(workspaces.router)
     app.include_router(keys.router)
     app.include_router(providers.router)
     app.include_router(git_credentials.router)
     app.include_router(health.router)
+    app.router.routes.append(Route("/mcp", mcp_endpoint))  # an ASGI app: every method, this path only
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=container.settings.limits.max_body_bytes)
     return app

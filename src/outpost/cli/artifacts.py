@@ -1,16 +1,21 @@
 """`outpost artifacts ID [--json | --download DIR]`: what a dispatch's run left behind, and saving it.
 
 A download is written as the server's names say, but the names are checked as if the server were hostile:
-only plain file names are saved, each through a temporary file in DIR that is renamed over the target
-once its SHA-256 matches. The target itself is never opened, so a symlink planted there is replaced
-rather than followed, and a file that fails its check never appears under its name.
+each `/`-separated segment must be a plain file name (`outputs/report/summary.md` is saved as
+`DIR/outputs/report/summary.md`). Folders are made and entered one at a time, relative to the one above,
+never through a symlink: a symlink planted in DIR where a folder belongs is refused before anything is
+written. Each file goes through a temporary file in its folder that is renamed over the target once its
+SHA-256 matches. The target itself is never opened, so a symlink planted there is replaced rather than
+followed, and a file that fails its check never appears under its name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,8 +27,11 @@ from outpost.cli.errors import DownloadFailed
 from outpost.schemas.artifacts import ArtifactList, ArtifactRead
 
 MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 1024
 # A leading dot keeps temporary files out of sight and out of the names `check_file_name` accepts.
 TEMP_PREFIX = ".outpost-download-"
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @click.command()
@@ -54,19 +62,36 @@ def artifacts(dispatch_id: str, as_json: bool, download_dir: Path | None) -> Non
 
 
 def _download_all(api: ApiClient, found: list[ArtifactRead], directory: Path) -> None:
-    # Every name is checked before anything is written: a bad one leaves DIR as it was.
+    # Every name, and every folder already in DIR, is checked before anything is written: a bad one
+    # leaves DIR as it was.
     for artifact in found:
-        check_file_name(artifact.name)
+        check_artifact_path(artifact.name)
     _make_directory(directory)
+    for artifact in found:
+        _close_folder(_open_folders(directory, check_artifact_path(artifact.name)[:-1], create=False))
     for artifact in found:
         saved = save_artifact(api, artifact, directory)
         click.echo(f"{saved}  {display.size(artifact.size_bytes)}")
 
 
+def check_artifact_path(name: str) -> tuple[str, ...]:
+    """The segments of `name` if each is a plain file name (see `check_file_name`): `outputs/a/b.txt` is
+    `("outputs", "a", "b.txt")`. Raises DownloadFailed otherwise (an absolute name, an empty segment,
+    `..`, a backslash, NUL, an over-long name)."""
+    if len(name.encode()) > MAX_PATH_BYTES:
+        raise DownloadFailed(f"refusing to save an artifact named {name[:80]!r}...: the name is too long")
+    try:
+        return tuple(check_file_name(segment) for segment in name.split("/"))
+    except DownloadFailed:
+        raise DownloadFailed(
+            f"refusing to save an artifact named {name!r}: it is not a relative path of plain file names"
+        ) from None
+
+
 def check_file_name(name: str) -> str:
     """`name` if it is a plain file name that stays inside the directory it is saved in.
 
-    Raises DownloadFailed for anything else: separators, `..`, NUL and other control characters, a
+    Raises DownloadFailed for anything else: separators, `..`, NUL and other unprintable characters, a
     leading dot (hidden files, `.`, `..`), an empty or over-long name.
     """
     unsafe = (
@@ -74,7 +99,8 @@ def check_file_name(name: str) -> str:
         or len(name.encode()) > MAX_NAME_BYTES
         or name.startswith(".")
         or ".." in name
-        or any(char in "/\\" or ord(char) < 0x20 or ord(char) == 0x7F for char in name)
+        or not name.isprintable()  # controls, line separators, bidirectional overrides
+        or any(char in "/\\" for char in name)
     )
     if unsafe:
         raise DownloadFailed(f"refusing to save an artifact named {name!r}: it is not a plain file name")
@@ -82,30 +108,81 @@ def check_file_name(name: str) -> str:
 
 
 def save_artifact(api: ApiClient, artifact: ArtifactRead, directory: Path) -> Path:
-    """Download `artifact` into `directory` under its (checked) name; returns the path it was saved at.
+    """Download `artifact` into `directory` under its (checked) name, making its folders; returns the
+    path it was saved at.
 
-    Raises DownloadFailed when the name is unsafe, the bytes do not match the size and SHA-256 the server
-    listed, or the file cannot be written; nothing is left behind then. Raises the client's errors when
-    the download itself fails (PermissionDenied for an expired or altered link, Unavailable).
+    Raises DownloadFailed when the name is unsafe, a folder on its way is a symlink or not a folder,
+    the bytes do not match the size and SHA-256 the server listed, or the file cannot be written;
+    nothing is left behind then. Raises the client's errors when the download itself fails
+    (PermissionDenied for an expired or altered link, Unavailable).
     """
-    target = directory / check_file_name(artifact.name)
+    parts = check_artifact_path(artifact.name)
+    folder = _open_folders(directory, parts[:-1], create=True)
+    if folder is None:
+        raise DownloadFailed(f"cannot save {artifact.name}: {directory} went away while it was filled")
     try:
-        return _save_through_temp_file(api, artifact, target)
+        _save_through_temp_file(api, artifact, folder, parts[-1])
     except OSError as exc:
-        raise DownloadFailed(f"cannot save {artifact.name} in {directory}: {exc.strerror}") from exc
+        where = directory.joinpath(*parts[:-1])
+        raise DownloadFailed(f"cannot save {artifact.name} in {where}: {exc.strerror}") from exc
+    finally:
+        os.close(folder)
+    return directory.joinpath(*parts)
 
 
-def _save_through_temp_file(api: ApiClient, artifact: ArtifactRead, target: Path) -> Path:
-    descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX)
+def _open_folders(directory: Path, parts: tuple[str, ...], *, create: bool) -> int | None:
+    """The folder `directory/parts...`, opened one segment at a time below `directory` (the user's own
+    choice, followed if it is a link) without following a link; None when one is missing and not
+    `create`d. Raises DownloadFailed for a segment that is a symlink or not a folder."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DownloadFailed(f"cannot open {directory}: {exc.strerror}") from exc
+    for depth, part in enumerate(parts):
+        try:
+            if create:
+                _make_folder(fd, part)
+            child = os.open(part, _FOLDER_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _folder_refused(directory.joinpath(*parts[: depth + 1]), exc) from None
+        finally:
+            os.close(fd)  # the parent: done with it either way
+        fd = child
+    return fd
+
+
+def _make_folder(parent: int, name: str) -> None:
+    # A folder already there is used; anything else there is refused when it is entered. The umask
+    # applies, as for any folder the user makes.
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o777, dir_fd=parent)
+
+
+def _folder_refused(path: Path, exc: OSError) -> DownloadFailed:
+    if exc.errno in {errno.ELOOP, errno.ENOTDIR}:
+        what = "a symlink" if path.is_symlink() else "not a folder"
+        return DownloadFailed(f"refusing to save into {path}: it is {what}; remove it or choose another DIR")
+    return DownloadFailed(f"cannot open {path}: {exc.strerror}")
+
+
+def _close_folder(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _save_through_temp_file(api: ApiClient, artifact: ArtifactRead, folder: int, name: str) -> None:
+    temp_name = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    descriptor = os.open(temp_name, _TEMP_FLAGS, 0o600, dir_fd=folder)
     try:
         with os.fdopen(descriptor, "wb") as out:
             _write_checked(api, artifact, out)
         # rename(2) replaces whatever is at the target, a symlink included, without following it.
-        os.replace(temp_name, target)
+        os.replace(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)  # nothing unchecked or half-written stays behind
+        os.unlink(temp_name, dir_fd=folder)  # nothing unchecked or half-written stays behind
         raise
-    return target
 
 
 def _write_checked(api: ApiClient, artifact: ArtifactRead, out: BinaryIO) -> None:

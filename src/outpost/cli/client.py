@@ -172,6 +172,27 @@ class ApiClient:
         path = f"/v1/dispatches/{_segment(dispatch_id)}/logs"
         return self._call("GET", path, EventPage, params={"after": after_seq, "limit": limit})
 
+    @contextmanager
+    def open_event_stream(self, dispatch_id: str, after_seq: int) -> Iterator[Iterator[bytes]]:
+        """The dispatch's live `text/event-stream` after event `after_seq`, in chunks as they arrive.
+        Reading it raises OutpostError subclasses too: a connection lost midway is Unavailable."""
+        if not self._key:
+            raise AuthenticationFailed(NO_KEY)
+        headers = {"Authorization": f"Bearer {self._key}", "Accept": "text/event-stream"}
+        if after_seq:
+            headers["Last-Event-ID"] = str(after_seq)
+        path = f"/v1/dispatches/{_segment(dispatch_id)}/events"
+        with self._translated_transport_errors(), self._http.stream("GET", path, headers=headers) as response:
+            if response.is_error:
+                response.read()
+                raise error_from_response(response)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise OutpostError(
+                    f"the server at {self._url} sent no event stream for GET {path}; "
+                    "is it an Outpost server of the same version as this CLI?"
+                )
+            yield response.iter_bytes()
+
     def create_key(self, request: KeyCreate) -> KeyIssued:
         body = request.model_dump(mode="json", exclude_none=True)
         return self._call("POST", "/v1/keys", KeyIssued, json=body)

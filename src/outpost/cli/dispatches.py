@@ -6,8 +6,10 @@ import click
 
 from outpost.cli import display
 from outpost.cli.client import ApiClient, build_request
-from outpost.cli.watch import page_events, raise_unless_succeeded, wait_until_ended
+from outpost.cli.event_printer import EventPrinter, JsonEventPrinter
+from outpost.cli.watch import EventSink, follow_events, page_events, raise_unless_succeeded, wait_until_ended
 from outpost.domain.dispatch import AgentName, DispatchStatus, Tier
+from outpost.errors import InvalidInput
 from outpost.schemas.dispatches import DispatchCreate, DispatchRead
 
 AGENTS = click.Choice([agent.value for agent in AgentName])
@@ -38,19 +40,23 @@ def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 @click.option("--label", multiple=True, callback=parse_pairs, metavar="KEY=VALUE", help="Label to filter by.")
 @click.option("--idempotency-key", metavar="KEY", help="Retrying with the same key cannot run it twice.")
 @click.option("--wait", is_flag=True, help="Wait for the end; exit 0 only if it succeeded.")
-@click.option("--follow", is_flag=True, help="Print its output as it comes (implies --wait).")
-@click.option("--json", "as_json", is_flag=True, help="Print the dispatch as JSON.")
+@click.option("--follow", is_flag=True, help="Print what it does as it happens (implies --wait).")
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print the dispatch as JSON; with --follow, each event as a line of JSON instead.",
+)  # fmt: skip
 @click.argument("task")
 def dispatch(
     task: str, agent: str, tier: str | None, model: str | None, repo_url: str | None, ref: str | None,
     workspace: str | None, push_branch: str | None, timeout_s: int | None, env: dict[str, str],
     label: dict[str, str], idempotency_key: str | None, wait: bool, follow: bool, as_json: bool,
 ) -> None:  # fmt: skip
-    """Run TASK with an agent. Prints the dispatch id; with --wait or --follow, how it ended."""
-    if follow and as_json:
-        raise click.UsageError(
-            "--follow prints output lines, not JSON: use --wait --json, then `outpost logs`"
-        )
+    """Run TASK with an agent. Prints the dispatch id; with --wait or --follow, how it ended.
+
+    With --wait or --follow the exit code says how it ended: 0 succeeded, 4 failed, timed out or was
+    cancelled. --follow --json prints the events as `outpost logs --json` does (the dispatch's own JSON
+    is then left to `outpost status ID --json`; its id is on stderr).
+    """
     request = _dispatch_request(
         task=task, agent=agent, tier=tier, model=model, repo_url=repo_url, ref=ref, workspace=workspace,
         push_branch=push_branch, timeout_s=timeout_s, env=env, labels=label,
@@ -60,8 +66,8 @@ def dispatch(
         if not (wait or follow):
             _show_submitted(created, as_json)
             return
-        ended = _watch(api, created, follow=follow)
-    _show_ended(ended, as_json, with_result=not follow)
+        ended = _watch(api, created, follow=follow, as_json=as_json)
+    _show_ended(ended, as_json and not follow, with_result=not follow)
 
 
 def _dispatch_request(
@@ -93,11 +99,12 @@ def _show_submitted(created: DispatchRead, as_json: bool) -> None:
     display.note(f"{created.status}; watch it with `outpost logs {created.id} --follow`")
 
 
-def _watch(api: ApiClient, created: DispatchRead, *, follow: bool) -> DispatchRead:
-    """Stay until the dispatch ends (printing its output with `follow`) and return it as it ended."""
+def _watch(api: ApiClient, created: DispatchRead, *, follow: bool, as_json: bool) -> DispatchRead:
+    """Stay until the dispatch ends (printing its events with `follow`) and return it as it ended."""
     try:
         if follow:
-            page_events(api, created.id, 0, display.print_event, follow=True)
+            display.note(f"dispatch {created.id}")
+            follow_events(api, created.id, 0, _event_sink(created.agent, as_json))
             return api.get_dispatch(created.id)
         return wait_until_ended(api, created, display.console(stderr=True))
     except KeyboardInterrupt:
@@ -153,7 +160,7 @@ def list_dispatches(
 
 @click.command()
 @click.argument("dispatch_id", metavar="ID")
-@click.option("--follow", is_flag=True, help="Keep printing new output until the dispatch ends.")
+@click.option("--follow", is_flag=True, help="Keep printing new events until the dispatch ends.")
 @click.option(
     "--after",
     "after_seq",
@@ -162,10 +169,28 @@ def list_dispatches(
     metavar="SEQ",
     help="Start after event SEQ.",
 )
-def logs(dispatch_id: str, follow: bool, after_seq: int) -> None:
-    """Print a dispatch's output (stdout and stderr as the agent wrote them) and its status changes."""
+@click.option("--json", "as_json", is_flag=True, help="Print each event as a line of JSON.")
+def logs(dispatch_id: str, follow: bool, after_seq: int, as_json: bool) -> None:
+    """Print a dispatch's events: its output (stdout and stderr as the agent wrote them), what the agent
+    did, usage so far, status changes and artifacts. With --json, each event as a line of JSON with the
+    fields `seq`, `created_at`, `kind` and `data`."""
     with ApiClient.from_environment() as api:
-        page_events(api, dispatch_id, after_seq, display.print_event, follow=follow)
+        found = api.get_dispatch(dispatch_id)
+        sink = _event_sink(found.agent, as_json)
+        if not follow:
+            page_events(api, found.id, after_seq, sink)
+            return
+        try:
+            follow_events(api, found.id, after_seq, sink)
+        except InvalidInput as exc:
+            # Past the last event: nothing is left of a dispatch that ended; one still running has not
+            # written that event yet, and may never write it.
+            if not api.get_dispatch(found.id).status.is_terminal:
+                raise InvalidInput(f"--after {after_seq}: {exc.detail}") from exc
+
+
+def _event_sink(agent: str, as_json: bool) -> EventSink:
+    return JsonEventPrinter() if as_json else EventPrinter(agent)
 
 
 @click.command()

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from outpost.schemas.artifacts import ArtifactRead, WorkspaceRead
-from outpost.schemas.dispatches import DispatchRead, EventRead
+from outpost.schemas.dispatches import DispatchRead
 from outpost.schemas.keys import KeyRead
 from outpost.schemas.providers import ProviderRead
 
@@ -188,28 +188,3 @@ def _state(key: KeyRead) -> str:
     if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
         return "expired"
     return "active"
-
-
-def print_event(event: EventRead) -> None:
-    """Log lines verbatim, each to the stream it came from; status changes and notices to stderr.
-
-    Kinds this CLI does not know are skipped, so newer servers can add kinds.
-    """
-    data = event.data
-    if event.kind == "log":
-        click.echo(str(data.get("line", "")), err=data.get("stream") == "stderr")
-    elif event.kind == "status":
-        note(f"-- {_status_text(data)}")
-    elif event.kind == "notice":
-        note(f"-- {data.get('message', '')}")
-
-
-def _status_text(data: dict[str, object]) -> str:
-    text = str(data.get("status", "?"))
-    if data.get("reason"):
-        text += f" ({data['reason']})"
-    if data.get("detail"):
-        text += f": {data['detail']}"
-    if data.get("note"):
-        text += f" [{data['note']}]"
-    return text

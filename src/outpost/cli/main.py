@@ -44,6 +44,7 @@ COMMANDS = {
     "agents": "outpost.cli.agents:agents",
     "providers": "outpost.cli.providers:providers",
     "git-credentials": "outpost.cli.git_credentials:git_credentials",
+    "mcp": "outpost.cli.mcp:mcp",
 }
 
 

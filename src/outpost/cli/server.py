@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from outpost.api.app import create_app
-from outpost.app import build_container
+from outpost.app import Container, build_container
 from outpost.db.migrate import upgrade_to_head
 from outpost.db.repositories.tenants import TenantRow
 from outpost.db.store import Store
@@ -60,7 +61,19 @@ def serve(host: str, port: int) -> None:
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, loop="uvloop", http="httptools"
     )
-    uvicorn.Server(config).run()
+    _Server(config, container).run()
+
+
+class _Server(uvicorn.Server):
+    """Ends the event streams first when it stops: they would otherwise hold the graceful shutdown open."""
+
+    def __init__(self, config: uvicorn.Config, container: Container) -> None:
+        super().__init__(config)
+        self._container = container
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._container.end_streams()
+        await super().shutdown(sockets)
 
 
 @click.group()

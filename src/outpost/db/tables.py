@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from outpost.db.types import PortableJSON, UTCDateTime
@@ -114,6 +115,19 @@ dispatch_events = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("kind", String(20), nullable=False),
     Column("data", PortableJSON, nullable=False),
+    # The writing transaction's place in the tenant-wide event feed (see db/repositories/event_feed.py):
+    # PostgreSQL's transaction id, or on SQLite a value of `event_feed_clock`; 0 for older rows.
+    Column("feed_txn", BigInteger, nullable=False, server_default=text("0")),
+    Index(None, "feed_txn", "dispatch_id", "seq"),
+)
+
+# SQLite only: one row counting the transactions that wrote events (the event feed's clock). PostgreSQL
+# uses its own transaction ids instead, which need no row that every writer would have to lock.
+event_feed_clock = Table(
+    "event_feed_clock",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_txn", BigInteger, nullable=False),
 )
 
 # Encrypted secrets (provider keys, git credentials), by tenant and name. Each change adds a version; an

@@ -8,7 +8,10 @@ from pydantic import BaseModel, Field
 
 
 class ArtifactRead(BaseModel):
-    name: str = Field(description="`changes.patch`, `changed-files.json`, `final-message.md`, `events.jsonl`")
+    name: str = Field(
+        description="`changes.patch`, `changed-files.json`, `final-message.md`, `events.jsonl`, or"
+        " `outputs/<path>` for a file the run left in `$OUTPOST_OUTPUTS_DIR`"
+    )
     size_bytes: int
     sha256: str
     content_type: str

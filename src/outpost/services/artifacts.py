@@ -62,4 +62,7 @@ class ArtifactService:
 
 
 def download_path(artifact_id: str, name: str) -> str:
-    return f"{DOWNLOAD_PREFIX}/{artifact_id}/{quote(name, safe='')}"
+    """The link's path, which its signature covers: the whole name, every character but `/` quoted (the
+    route sees the name decoded, `%2F` or `/` alike, and signs it again in this one form). Names have no
+    `.` or `..` segment (see `join_key`), so no client can shorten the path."""
+    return f"{DOWNLOAD_PREFIX}/{artifact_id}/{quote(name, safe='/')}"

@@ -23,9 +23,10 @@ from outpost.domain.dispatch import DispatchStatus, Tier
 from outpost.domain.ids import is_ulid, new_ulid
 from outpost.domain.limits import EffectiveLimits, ServerLimits, resolve_limits
 from outpost.errors import Conflict, InvalidInput, NotFound
+from outpost.events.base import EventBus
 from outpost.schemas.dispatches import DispatchCreate
 from outpost.services.keys import Principal
-from outpost.services.lifecycle import transition
+from outpost.services.lifecycle import event_notice, transition
 from outpost.services.workspaces import hold_for_dispatch
 from outpost.settings import LimitSettings, SandboxSettings
 from outpost.worker.queue.base import DispatchQueue
@@ -55,8 +56,10 @@ class DispatchService:
         sandbox: SandboxSettings,
         git: GitSettings,
         workspace_quota_bytes: int,
+        bus: EventBus,
     ) -> None:
         self._store = store
+        self._bus = bus
         self._git = git
         self._workspace_quota = workspace_quota_bytes
         self._queue = queue
@@ -115,6 +118,7 @@ class DispatchService:
                 raise
             return Submitted(_replayed(earlier, request_sha256), created=False)
         self._queue.wake()
+        self._bus.publish([event_notice(row)])
         return Submitted(row, created=True)
 
     async def get(self, caller: Principal, dispatch_id: str) -> DispatchRow:
@@ -168,6 +172,7 @@ class DispatchService:
                     return current or row
                 updated = await transition(conn, current, DispatchStatus.CANCELLED)
             if updated is not None:
+                self._bus.publish([event_notice(updated)])
                 await self._queue.request_abort(row.id)
                 return updated
         raise Conflict(f"dispatch {dispatch_id} kept changing while it was being cancelled; try again")

@@ -1,4 +1,7 @@
-"""Status transitions: a versioned UPDATE plus the status event recording it, in the caller's transaction."""
+"""Status transitions: a versioned UPDATE plus the status event recording it, in the caller's transaction.
+
+The caller publishes `event_notice(updated)` on the event bus once its transaction has committed.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from outpost.db.store import Connection
 from outpost.db.types import utc_now
 from outpost.domain.dispatch import DispatchStatus, FailureReason, can_transition
 from outpost.errors import Conflict
+from outpost.events.base import EventNotice
 
 
 async def transition(
@@ -48,3 +52,8 @@ async def transition(
     event = EventRow(dispatch_id=row.id, seq=updated.event_seq, created_at=now, kind="status", data=data)
     await event_repo.insert_events(conn, [event])
     return updated
+
+
+def event_notice(row: DispatchRow) -> EventNotice:
+    """The news that `row`'s events, up to its latest, are committed (for the event bus)."""
+    return EventNotice(row.tenant_id, row.id, row.event_seq)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+MIB = 1024**2
 GIB = 1024**3
 
 
@@ -26,5 +27,13 @@ class RetentionSettings(BaseModel):
     `min_free_percent` applies."""
     min_free_percent: float = Field(default=5.0, ge=0, le=100)
     """Free space kept on the data dir's file system, in percent of its size (see `min_free_bytes`)."""
+    outputs_max_files: int = Field(default=100, ge=0, le=10_000)
+    """Most files of a run's outputs directory (`OUTPOST_OUTPUTS_DIR`) kept as artifacts; the rest are
+    left out, with a warning."""
+    outputs_max_file_bytes: int = Field(default=100 * MIB, ge=0)
+    """Largest file of a run's outputs directory kept as an artifact; larger ones are left out."""
+    outputs_max_total_bytes: int = Field(default=500 * MIB, ge=0)
+    """Most bytes of a run's outputs directory kept as artifacts, all files together; a file that would
+    go past it is left out."""
     sweep_interval_s: float = Field(default=300.0, ge=1, le=24 * 3600)
     """Time between two retention sweeps (each deletes what expired and enforces the disk cap)."""

@@ -15,7 +15,8 @@ from outpost.db.repositories.events import EventRow
 from outpost.db.store import Store
 from outpost.db.types import utc_now
 from outpost.domain.dispatch import ACTIVE_STATUSES, DispatchStatus, FailureReason
-from outpost.services.lifecycle import transition
+from outpost.events.base import EventBus, EventNotice
+from outpost.services.lifecycle import event_notice, transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +41,10 @@ class NewEvent:
 
 
 class RunService:
-    def __init__(self, store: Store, max_attempts: int) -> None:
+    def __init__(self, store: Store, max_attempts: int, bus: EventBus) -> None:
         self._store = store
         self._max_attempts = max_attempts
+        self._bus = bus
 
     async def claim(self, limit: int) -> list[DispatchRow]:
         """Move up to `limit` of the oldest queued dispatches to `provisioning`, starting a new attempt."""
@@ -56,15 +58,19 @@ class RunService:
                 updated = await transition(conn, row, DispatchStatus.PROVISIONING, attempt=row.attempt + 1)
                 if updated is not None:
                     claimed.append(updated)
-            return claimed
+        self._bus.publish(event_notice(row) for row in claimed)
+        return claimed
 
     async def mark_running(self, row: DispatchRow, base_commit: str | None = None) -> DispatchRow | None:
         """`provisioning` → `running`, with the commit its workspace started from; None when the
         dispatch changed meanwhile (it was cancelled)."""
         async with self._store.write() as conn:
-            return await transition(
+            running = await transition(
                 conn, row, DispatchStatus.RUNNING, started_at=utc_now(), base_commit=base_commit
             )
+        if running is not None:
+            self._bus.publish([event_notice(running)])
+        return running
 
     async def tenant_egress_allow(self, tenant_id: str) -> tuple[str, ...]:
         """The hosts a tenant's runs may reach besides the server's and the dispatch's own. Read as each
@@ -78,14 +84,15 @@ class RunService:
         if not events:
             return True
         async with self._store.write() as conn:
-            last = await event_repo.reserve_seqs(conn, dispatch_id, len(events))
-            if last is None:
+            reserved = await event_repo.reserve_seqs(conn, dispatch_id, len(events))
+            if reserved is None:
                 return False
             now = utc_now()
-            first = last - len(events) + 1
+            first = reserved.last - len(events) + 1
             rows = [EventRow(dispatch_id, first + i, now, e.kind, e.data) for i, e in enumerate(events)]
             await event_repo.insert_events(conn, rows)
-            return True
+        self._bus.publish([EventNotice(reserved.tenant_id, dispatch_id, reserved.last)])
+        return True
 
     async def finish(self, dispatch_id: str, outcome: Outcome) -> DispatchRow | None:
         """Record the terminal state, unless the dispatch already has one (a cancel won the race)."""
@@ -94,10 +101,13 @@ class RunService:
             if current is None or DispatchStatus(current.status).is_terminal:
                 return current
             # Inside one write transaction nobody else can change the row, so this cannot lose a race.
-            return await transition(
+            finished = await transition(
                 conn, current, outcome.status, reason=outcome.reason, detail=outcome.detail,
                 exit_code=outcome.exit_code, result=outcome.result, **_usage_values(outcome),
             )  # fmt: skip
+        if finished is not None:
+            self._bus.publish([event_notice(finished)])
+        return finished
 
     async def reconcile_lost(self) -> tuple[int, int]:
         """After a crash: queue again, or fail with `worker_lost`, every dispatch a worker held.
@@ -106,18 +116,20 @@ class RunService:
         dir lock). Returns (queued again, failed).
         """
         queued_again = failed = 0
+        moved: list[DispatchRow | None] = []
         async with self._store.write() as conn:
             for row in await repo.list_by_status(conn, ACTIVE_STATUSES):
                 if row.attempt < self._max_attempts:
                     note = f"worker lost during attempt {row.attempt}; queued again"
-                    await transition(conn, row, DispatchStatus.QUEUED, note=note)
+                    moved.append(await transition(conn, row, DispatchStatus.QUEUED, note=note))
                     queued_again += 1
                 else:
                     detail = f"the worker was lost during attempt {row.attempt} of {self._max_attempts}"
-                    await transition(
+                    moved.append(await transition(
                         conn, row, DispatchStatus.FAILED, reason=FailureReason.WORKER_LOST, detail=detail
-                    )
+                    ))  # fmt: skip
                     failed += 1
+        self._bus.publish(event_notice(row) for row in moved if row is not None)
         return queued_again, failed
 
 

@@ -7,6 +7,7 @@ the gateway's grant, on the host.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,9 @@ from outpost.gateway.tokens import Grant
 from outpost.gateway.upstreams import UpstreamResolver
 from outpost.sandbox.base import EventSink, InboundService, RequestedLimits, Sandbox, SandboxSpec
 from outpost.worker.run_meter import RunMeter
+from outpost.worker.run_outputs import OUTPUTS_ENV
 from outpost.worker.run_report import RunReport
+from outpost.workspaces.checkout import OUTPUTS_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +81,10 @@ async def prepare_launch(
         if token is not None:
             runtime.gateway.tokens.revoke(token)
         raise
+    # Set last: neither the dispatch's variables nor an adapter's can point the run elsewhere.
+    env = {**command.env, OUTPUTS_ENV: posixpath.join(view.workdir, OUTPUTS_DIR)}
     spec = SandboxSpec(
-        run_id=run_id, argv=command.argv, env=command.env, workdir=workdir, events=events, limits=limits,
+        run_id=run_id, argv=command.argv, env=env, workdir=workdir, events=events, limits=limits,
         egress_allow=egress_allow, home_files=command.home_files, services=services,
         read_only=(*read_only, *((runtime.install_dir,) if adapter.install is not None else ())),
         on_staged=on_staged,

@@ -1,20 +1,29 @@
-"""Batches a run's output lines into event writes: one transaction per batch, not per line."""
+"""Writes a run's output lines as events: at once when idle, in batches while the store is busy."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from outpost.sandbox.base import OutputBatch
 from outpost.services.runs import NewEvent, RunService
 
 MAX_BATCH_EVENTS = 1000
+"""Most events written in one transaction (a flood is written in several, each holding the write lock
+briefly)."""
 EVENT_OVERHEAD_BYTES = 64
 """What each kept event costs the budget beyond its text: a flood of one-character lines is a flood of
 rows, and rows, not characters, are what fill the store and slow the writer."""
 
 
 class OutputRecorder:
-    """Collects lines and writes them at most `flush_s` after they arrived, in order.
+    """Records lines and events in order, one transaction per batch (adaptive batching).
+
+    An idle recorder writes what it is given at once. While a write is under way, whatever arrives waits
+    for it and then goes in the next write, which takes everything pending (up to MAX_BATCH_EVENTS): a
+    lone line costs one store round trip of latency, and a flood is written in batches as large as the
+    store's speed makes them. `flush_s` > 0 adds a wait before each write to gather more lines (fewer
+    transactions, more latency); events other than output, and full batches, never wait for it.
 
     Past `max_bytes` of output (each event's text plus EVENT_OVERHEAD_BYTES) the rest is dropped and one
     notice event says so (the run keeps going).
@@ -26,8 +35,10 @@ class OutputRecorder:
         self._flush_s = flush_s
         self._budget_bytes = max_bytes
         self._pending: list[NewEvent] = []
-        self._timer: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._due = asyncio.Event()
+        """Set when the pending events must not wait for `flush_s`."""
+        self._closing = False
         self._truncated = False
         self.batches_seen = 0
         """Output batches handed over so far, kept or not (the worker watches it for progress)."""
@@ -42,7 +53,7 @@ class OutputRecorder:
                 return
             self._budget_bytes -= size
             self._pending.append(NewEvent("log", {"stream": batch.stream, "line": text}))
-        self._schedule(0 if len(self._pending) >= MAX_BATCH_EVENTS else self._flush_s)
+        self._schedule(urgent=len(self._pending) >= MAX_BATCH_EVENTS)
 
     def add_event(self, kind: str, data: dict[str, object]) -> None:
         """Record an event derived from the output (a parsed agent event); it counts against the same
@@ -54,7 +65,7 @@ class OutputRecorder:
             return
         self._budget_bytes -= size
         self._pending.append(NewEvent(kind, data))
-        self._schedule(0 if len(self._pending) >= MAX_BATCH_EVENTS else self._flush_s)
+        self._schedule(urgent=len(self._pending) >= MAX_BATCH_EVENTS)
 
     def note(self, message: str) -> None:
         self.event("notice", {"message": message})
@@ -62,14 +73,16 @@ class OutputRecorder:
     def event(self, kind: str, data: dict[str, object]) -> None:
         """Record something other than an output line (a notice, an egress decision), in order."""
         self._pending.append(NewEvent(kind, data))
-        self._schedule(0)
+        self._schedule(urgent=True)
 
     async def close(self) -> None:
-        """Write everything still pending."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        await self._flush()
+        """Write everything still pending. Raises what a write raised (the store failed)."""
+        self._closing = True
+        self._due.set()
+        if self._writer is not None:
+            await self._writer
+        if self._pending:  # an earlier write failed and stopped its writer
+            await self._write_pending()
 
     def _within_budget(self, size: int) -> bool:
         """False once output outgrew the budget. A shorter line that would still fit is dropped too: the
@@ -82,19 +95,24 @@ class OutputRecorder:
             return False
         return True
 
-    def _schedule(self, delay_s: float) -> None:
-        if self._timer is not None and (delay_s > 0 or self._timer.done()):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.create_task(self._flush_after(delay_s))
+    def _schedule(self, *, urgent: bool) -> None:
+        if urgent:
+            self._due.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_pending())
 
-    async def _flush_after(self, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
-        self._timer = None
-        await self._flush()
-
-    async def _flush(self) -> None:
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            await self._runs.record(self._dispatch_id, batch)
+    async def _write_pending(self) -> None:
+        """One write after another, in order, until nothing is pending."""
+        try:
+            while self._pending:
+                if self._flush_s > 0 and not (self._due.is_set() or self._closing):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._flush_s):
+                            await self._due.wait()
+                batch = self._pending[:MAX_BATCH_EVENTS]
+                del self._pending[:MAX_BATCH_EVENTS]
+                if len(self._pending) < MAX_BATCH_EVENTS:
+                    self._due.clear()
+                await self._runs.record(self._dispatch_id, batch)
+        finally:
+            self._writer = None

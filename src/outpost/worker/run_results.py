@@ -1,7 +1,8 @@
 """What a run leaves behind, kept as artifacts in the object store whatever state it ended in.
 
 After the run's processes are gone: the workspace's changes as a binary-safe patch and as a list of
-changed files, the final message, and the event log so far (JSONL). Objects go under
+changed files, the final message, the files the run left in its outputs directory (`outputs/<path>`,
+see `run_outputs`), and the event log so far (JSONL). Objects go under
 `tenants/<tenant>/dispatches/<dispatch>/<name>`; rows in `artifacts` say what exists and when it
 expires. A failure to capture or store one artifact is reported in `warnings`, never turned into the
 dispatch's own failure: the run's outcome stands.
@@ -10,6 +11,7 @@ dispatch's own failure: the run's outcome stands.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -30,6 +32,13 @@ from outpost.storage.base import ObjectInfo, ObjectStore
 from outpost.storage.blocking import run_blocking
 from outpost.storage.keys import join_key
 from outpost.worker.persistent import SpaceCheck
+from outpost.worker.run_outputs import (
+    OutputFile,
+    OutputLimits,
+    OutputsListing,
+    RunOutputs,
+    capped_warnings,
+)
 from outpost.worker.run_workspace import PreparedWorkspace
 from outpost.workspaces.capture import Changes, capture_changes
 from outpost.workspaces.git import Git
@@ -59,13 +68,20 @@ class RunResults:
     """Captures and stores a finished run's artifacts."""
 
     def __init__(
-        self, store: Store, objects: ObjectStore, git: Git, retention_days: int, space: SpaceCheck
+        self,
+        store: Store,
+        objects: ObjectStore,
+        git: Git,
+        retention_days: int,
+        space: SpaceCheck,
+        outputs: OutputLimits | None = None,
     ) -> None:
         self._store = store
         self._objects = objects
         self._git = git
         self._retention = timedelta(days=retention_days)
         self._space = space
+        self._outputs = outputs or OutputLimits()
 
     async def keep(
         self, row: DispatchRow, prepared: PreparedWorkspace | None, result: str | None, scratch: Path | None
@@ -80,6 +96,8 @@ class RunResults:
             await self._keep_changes(row, prepared, scratch, kept)
         if result:
             await self._put(row, FINAL_MESSAGE, result.encode(), "text/markdown; charset=utf-8", kept)
+        if prepared is not None:
+            await self._keep_outputs(row, prepared.workdir, kept)
         await self._put(row, EVENT_LOG, self._event_log(row.id), "application/x-ndjson", kept)
         await self._record(kept)
         return kept
@@ -118,6 +136,35 @@ class RunResults:
             ensure_ascii=False,
         )
         await self._put(row, CHANGED_FILES, listing.encode(), "application/json", kept)
+
+    async def _keep_outputs(self, row: DispatchRow, workdir: Path, kept: KeptResults) -> None:
+        """Each file the run left in its outputs directory, as an artifact; one capped list of warnings
+        for what was left out or could not be stored."""
+        try:
+            outputs = await run_blocking(RunOutputs.open, workdir)
+        except OutpostError as exc:
+            kept.warnings.append(exc.detail)
+            return
+        if outputs is None:
+            return  # the run removed its outputs directory
+        stored, listing = KeptResults(), OutputsListing()
+        prefix = artifact_prefix(row.tenant_id, row.id)
+        try:
+            listing = await run_blocking(outputs.listing, self._outputs, prefix)
+            for file in listing.files:
+                await self._put_output(row, outputs, file, stored)
+        except OSError as exc:
+            stored.warnings.append(f"the outputs directory could not be read: {exc.strerror or exc}")
+        finally:
+            outputs.close()
+        kept.artifacts += stored.artifacts
+        kept.warnings += capped_warnings(listing.warnings + stored.warnings, listing.more_warnings)
+
+    async def _put_output(
+        self, row: DispatchRow, outputs: RunOutputs, file: OutputFile, kept: KeptResults
+    ) -> None:
+        async with contextlib.aclosing(outputs.chunks(file)) as chunks:  # its file closes even on failure
+            await self._put(row, file.name, chunks, file.content_type, kept, file.size_bytes)
 
     async def _put(
         self,

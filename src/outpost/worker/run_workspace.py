@@ -22,8 +22,9 @@ from outpost.sandbox.base import RequestedLimits
 from outpost.services.git_credentials import credential_host
 from outpost.services.workspaces import WorkspaceService
 from outpost.worker.persistent import PersistentStore, RunEnd, SpaceCheck
+from outpost.worker.run_outputs import reset_outputs_dir
 from outpost.workspaces.baselines import empty_baseline
-from outpost.workspaces.checkout import Baseline, checkout
+from outpost.workspaces.checkout import Baseline, checkout, exclude_outputs
 from outpost.workspaces.git import Git, HttpCredential
 from outpost.workspaces.index_stat import restamp_index
 from outpost.workspaces.mirrors import MirrorCache
@@ -126,9 +127,16 @@ class RunWorkspaces:
         """Fill `workdir` (empty) for `row`; the baseline goes into `private`, an empty directory that
         runs cannot reach (but for a persistent workspace, whose baseline is kept with it).
 
+        Then `.outpost/outputs` in it is made an empty directory (see `run_outputs`).
+
         Raises InvalidInput (refused URL or ref, no such repository or ref, credential refused, tree
         too large), Unavailable (remote unreachable, disk low), PayloadTooLarge (repository over the
         fetch limit), SecretUnreadable and SandboxError."""
+        prepared = await self._fill(row, workdir, private)
+        await asyncio.to_thread(reset_outputs_dir, workdir)
+        return prepared
+
+    async def _fill(self, row: DispatchRow, workdir: Path, private: Path) -> PreparedWorkspace:
         self._places.space.check(0)
         if row.workspace_id is not None and self._places.persistent.exists(row.tenant_id, row.workspace_id):
             return await self._load(row, row.workspace_id, workdir)
@@ -154,6 +162,7 @@ class RunWorkspaces:
         persistent = self._places.persistent
         commit = await persistent.load(row.tenant_id, workspace_id, workdir)
         git_dir = persistent.git_dir(row.tenant_id, workspace_id)
+        await asyncio.to_thread(exclude_outputs, git_dir)  # a workspace saved before outputs existed
         if row.repo is None:
             return PreparedWorkspace(workdir, Baseline(commit, git_dir, git_dir / "objects"), ())
         repo = parse_repo_url(row.repo["url"], self.git.settings)

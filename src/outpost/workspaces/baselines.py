@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from outpost.errors import SandboxError
-from outpost.workspaces.checkout import LOCAL_CONFIG, NEUTRAL_ATTRIBUTES, Baseline
+from outpost.workspaces.checkout import LOCAL_CONFIG, NEUTRAL_ATTRIBUTES, Baseline, exclude_outputs
 from outpost.workspaces.git import Git
 from outpost.workspaces.remote_failures import last_words
 
@@ -55,3 +55,4 @@ def _init_private_dir(private: Path) -> None:
         (private / sub).mkdir(parents=True)
     (private / "HEAD").write_text("ref: refs/heads/main\n")
     (private / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
+    exclude_outputs(private)

@@ -76,7 +76,8 @@ async def capture_changes(
     """
     removed = await asyncio.to_thread(remove_special_files, workdir)
     index = baseline.git_dir / f"capture-{uuid.uuid4().hex}.index"
-    await asyncio.to_thread(shutil.copyfile, baseline.index_path, index)
+    # copy2 keeps the index's mtime, which git compares with its entries' to spot racily clean ones.
+    await asyncio.to_thread(shutil.copy2, baseline.index_path, index)
     run = _Capture(git, baseline, workdir, index)
     try:
         return await run.changes(out_dir / PATCH_NAME, removed, with_tree)

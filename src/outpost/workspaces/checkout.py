@@ -32,6 +32,11 @@ from outpost.workspaces.mirrors import ResolvedRef
 from outpost.workspaces.refs import is_full_sha
 from outpost.workspaces.remote_failures import last_words
 
+OUTPUTS_DIR = ".outpost/outputs"
+"""A run's outputs directory, relative to its workspace: files there become artifacts, never changes."""
+# Anchored, and without a trailing `/`, so that whatever the run leaves at that path (a directory, a
+# file, a symlink) stays out of the captured changes.
+OUTPUT_EXCLUDES = f"/{OUTPUTS_DIR}\n"
 NEUTRAL_ATTRIBUTES = "* !text !eol !crlf !filter !ident !working-tree-encoding !diff !merge\n"
 # Private and transient: a crash loses the workspace anyway, so fsync would only cost time.
 LOCAL_CONFIG = {"core.fsync": "none", "core.compression": "0", "core.looseCompression": "0"}
@@ -98,6 +103,15 @@ def _prepare_private_dir(baseline: Baseline, workdir: Path) -> None:
     _write_git_dir(private, baseline)
     (private / "info").mkdir()
     (private / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
+    exclude_outputs(private)
+
+
+def exclude_outputs(git_dir: Path) -> None:
+    """Keep the outputs directory out of what `git_dir` captures, through its `info/exclude`. Idempotent.
+    A `.gitignore` outranks it: a run that re-includes the directory there gets its files in the patch
+    as well."""
+    (git_dir / "info").mkdir(exist_ok=True)
+    (git_dir / "info" / "exclude").write_text(OUTPUT_EXCLUDES)
 
 
 def _write_workspace_git(baseline: Baseline, workdir: Path) -> None:
@@ -105,6 +119,7 @@ def _write_workspace_git(baseline: Baseline, workdir: Path) -> None:
     dot_git.mkdir()
     _write_git_dir(dot_git, baseline)
     (dot_git / "config").write_text(WORKSPACE_CONFIG)
+    exclude_outputs(dot_git)  # the agent's own `git status` and `git add -A` leave its outputs alone
     shutil.copyfile(baseline.index_path, dot_git / "index")
 
 

@@ -6,7 +6,9 @@ else, yet that alone makes git read and hash every file of the workspace at capt
 files, about 0.4 s. Once the chown is done and before the run starts, `restamp_index` writes the new
 ctime, uid and gid into the private index, for exactly the entries whose other stat data (mtime, size,
 inode, device, type) still match: what a chown changes, and nothing a run could have done, since the run
-has not started. Any other entry is left as it was, and git compares its content as before.
+has not started. Any other entry is left as it was, and git compares its content as before; so is an
+entry git counts as racily clean (an mtime no older than the index's): once the index is rewritten, git
+could no longer tell, and a same-size change made in the same clock tick would go unseen.
 
 Only index versions 2 and 3 (what `read-tree` writes) are handled; another version, an index git marked
 racily clean (size 0) or anything unexpected leaves the index untouched: slower, never wrong.
@@ -38,10 +40,11 @@ def restamp_index(index_path: Path, workdir: Path) -> int:
     data = bytearray(index_path.read_bytes())
     if not _is_plain_index(data):
         return 0
+    written_ns = os.stat(index_path).st_mtime_ns
     prefix = os.fsencode(workdir) + b"/"
     restamped = 0
     for offset, name in _entries(data):
-        if _restamp_entry(data, offset, prefix + name):
+        if _restamp_entry(data, offset, prefix + name, written_ns):
             restamped += 1
     if restamped:
         data[-_CHECKSUM:] = hashlib.sha1(data[:-_CHECKSUM], usedforsecurity=False).digest()
@@ -77,8 +80,12 @@ def _entries(data: bytearray) -> list[tuple[int, bytes]]:
     return found
 
 
-def _restamp_entry(data: bytearray, offset: int, path: bytes) -> bool:
+def _restamp_entry(data: bytearray, offset: int, path: bytes, index_written_ns: int) -> bool:
     old = _STAT.unpack_from(data, offset)
+    if old[2] * 1_000_000_000 + old[3] >= index_written_ns:
+        # "Racily clean": written no earlier than the index, so a change in the same clock tick would
+        # not show in its stat data; git compares its content, and so it stays.
+        return False
     try:
         now = os.lstat(path)
     except OSError:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
@@ -14,6 +16,7 @@ from outpost.schemas.artifacts import ArtifactList, ArtifactRead
 from outpost.services.artifacts import SignedArtifact
 
 router = APIRouter(tags=["artifacts"])
+_FALLBACK_CHARS = frozenset(string.ascii_letters + string.digits + "-_.+")
 
 
 @router.get("/v1/dispatches/{dispatch_id}/artifacts", response_model=ArtifactList)
@@ -25,7 +28,7 @@ async def list_artifacts(
     return ArtifactList(items=[artifact_read(item, base) for item in signed])
 
 
-@router.get("/v1/artifacts/{artifact_id}/{name}", response_model=None)
+@router.get("/v1/artifacts/{artifact_id}/{name:path}", response_model=None)
 async def download_artifact(
     artifact_id: str,
     name: str,
@@ -34,13 +37,15 @@ async def download_artifact(
     range_header: str | None = Header(default=None, alias="Range"),
     if_range: str | None = Header(default=None, alias="If-Range"),
 ) -> Response:
-    """Streams the artifact; one byte range with `Range` (206), `If-Range` with its ETag."""
+    """Streams the artifact; one byte range with `Range` (206), `If-Range` with its ETag. `name` may
+    hold `/` (`outputs/report/summary.md`); the signature covers all of it."""
     row = await container.artifacts.for_download(artifact_id, name, request.query_params)
     etag = f'"{row.sha256}"'
     headers = {
         "Accept-Ranges": "bytes", "ETag": etag, "Cache-Control": "private, no-store",
-        "Content-Disposition": f"attachment; filename=\"{row.name}\"",
-        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": content_disposition(row.name), "X-Content-Type-Options": "nosniff",
+        # Should a client still render a run's file (HTML, SVG) inline, it runs no script and loads nothing.
+        "Content-Security-Policy": "default-src 'none'; sandbox",
     }  # fmt: skip
     wanted = range_header if if_range is None or if_range == etag else None
     try:
@@ -58,6 +63,15 @@ async def download_artifact(
         _prepend(first, chunks), status_code=206 if byte_range else 200,
         media_type=row.content_type, headers=headers,
     )  # fmt: skip
+
+
+def content_disposition(name: str) -> str:
+    """`attachment`, named after the last segment of `name` (RFC 6266): an ASCII fallback made of safe
+    characters only, and the exact name percent-encoded in `filename*` (RFC 8187). No name, whatever
+    quotes, `;`, controls or non-ASCII it holds, can end the parameter or add another."""
+    last = name.rsplit("/", 1)[-1]
+    fallback = "".join(char if char in _FALLBACK_CHARS else "_" for char in last) or "artifact"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(last, safe='')}"
 
 
 def artifact_read(item: SignedArtifact, base_url: str) -> ArtifactRead:

@@ -7,10 +7,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, insert, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    CursorResult,
+    Insert,
+    Integer,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import cast as sql_cast
 
 from outpost.db.store import Connection
-from outpost.db.tables import dispatch_events, dispatches
+from outpost.db.tables import dispatch_events, dispatches, event_feed_clock
 from outpost.domain.dispatch import TERMINAL_STATUSES
 
 
@@ -23,35 +39,58 @@ class EventRow:
     data: dict[str, Any]
 
 
-async def reserve_seqs(conn: Connection, dispatch_id: str, count: int) -> int | None:
+@dataclass(frozen=True, slots=True)
+class ReservedSeqs:
+    last: int
+    """The last reserved number; the first is `last - count + 1`."""
+    tenant_id: str
+    """The dispatch's tenant (readers of its events are woken by tenant and dispatch)."""
+
+
+# The statements of the hot paths (every batch of output written, every wake-up of a stream's reader) are
+# built once: building and keying a statement per call cost more than running it. The terminal statuses
+# are constants written into the SQL, not an expanding IN list re-rendered on each execution.
+_NOT_ENDED = dispatches.c.status.not_in(
+    [literal_column(f"'{status}'") for status in sorted(TERMINAL_STATUSES)]
+)
+_RESERVE_SEQS = (
+    update(dispatches)
+    .where(dispatches.c.id == bindparam("reserve_dispatch_id"), _NOT_ENDED)
+    .values(event_seq=dispatches.c.event_seq + bindparam("reserve_count", type_=BigInteger))
+    .returning(dispatches.c.event_seq, dispatches.c.tenant_id)
+)
+_EVENT_COLUMNS = [dispatch_events.c[name] for name in EventRow.__slots__]
+_LIST_EVENTS = (
+    select(*_EVENT_COLUMNS)
+    .where(
+        dispatch_events.c.dispatch_id == bindparam("list_dispatch_id"),
+        dispatch_events.c.seq > bindparam("list_after_seq", type_=BigInteger),
+    )
+    .order_by(dispatch_events.c.seq)
+    .limit(bindparam("list_limit", type_=Integer))
+)
+
+
+async def reserve_seqs(conn: Connection, dispatch_id: str, count: int) -> ReservedSeqs | None:
     """Reserve `count` sequence numbers for events of a dispatch that has not ended yet.
 
-    Returns the last reserved number (the first is `last - count + 1`), or None when the dispatch has
-    reached a terminal state: its terminal event stays the last one.
+    None when the dispatch has reached a terminal state: its terminal event stays the last one.
     """
-    statement = (
-        update(dispatches)
-        .where(dispatches.c.id == dispatch_id, dispatches.c.status.not_in(list(TERMINAL_STATUSES)))
-        .values(event_seq=dispatches.c.event_seq + count)
-        .returning(dispatches.c.event_seq)
-    )
-    last = (await conn.execute(statement)).scalar_one_or_none()
-    return int(last) if last is not None else None
+    parameters = {"reserve_dispatch_id": dispatch_id, "reserve_count": count}
+    found = (await conn.execute(_RESERVE_SEQS, parameters)).first()
+    return ReservedSeqs(int(found.event_seq), found.tenant_id) if found is not None else None
 
 
 async def insert_events(conn: Connection, rows: Sequence[EventRow]) -> None:
+    """Insert events, stamped with the writing transaction's place in the tenant-wide event feed."""
     if rows:
-        await conn.execute(insert(dispatch_events), [_event_values(row) for row in rows])
+        statement, feed_txn = await _feed_insert(conn)
+        await conn.execute(statement, [_event_values(row, feed_txn) for row in rows])
 
 
 async def list_events(conn: Connection, dispatch_id: str, after_seq: int, limit: int) -> list[EventRow]:
-    query = (
-        select(dispatch_events)
-        .where(dispatch_events.c.dispatch_id == dispatch_id, dispatch_events.c.seq > after_seq)
-        .order_by(dispatch_events.c.seq)
-        .limit(limit)
-    )
-    return [EventRow(**found) for found in (await conn.execute(query)).mappings()]
+    parameters = {"list_dispatch_id": dispatch_id, "list_after_seq": after_seq, "list_limit": limit}
+    return [EventRow(**found) for found in (await conn.execute(_LIST_EVENTS, parameters)).mappings()]
 
 
 async def delete_events_of_finished(conn: Connection, finished_before: datetime, limit: int) -> int:
@@ -69,5 +108,36 @@ async def delete_events_of_finished(conn: Connection, finished_before: datetime,
     return int(result.rowcount or 0)
 
 
-def _event_values(row: EventRow) -> dict[str, object]:
-    return {name: getattr(row, name) for name in EventRow.__slots__}
+def _event_values(row: EventRow, feed_txn: int | None = None) -> dict[str, object]:
+    values: dict[str, object] = {name: getattr(row, name) for name in EventRow.__slots__}
+    if feed_txn is not None:
+        values["feed_txn"] = feed_txn
+    return values
+
+
+_PG_TRANSACTION_ID = sql_cast(sql_cast(func.pg_current_xact_id(), Text), BigInteger)
+_INSERT_STAMPED_BY_POSTGRESQL = insert(dispatch_events).values(feed_txn=_PG_TRANSACTION_ID)
+_INSERT = insert(dispatch_events)
+_NEXT_CLOCK_VALUE = (
+    update(event_feed_clock)
+    .where(event_feed_clock.c.id == 1)
+    .values(last_txn=event_feed_clock.c.last_txn + 1)
+    .returning(event_feed_clock.c.last_txn)
+)
+
+
+async def _feed_insert(conn: Connection) -> tuple[Insert, int | None]:
+    """How to stamp events with the feed position of the transaction `conn` writes in (dialect-specific,
+    see event_feed.py): the insert statement, and the value to give each row, if any.
+
+    PostgreSQL: the transaction's own id, taken by the statement. SQLite: the next value of the clock
+    row; SQLite has one writer at a time, so values grow in commit order, and they never go back even
+    when old events are deleted.
+    """
+    if await conn.run_sync(_dialect_name) == "postgresql":
+        return _INSERT_STAMPED_BY_POSTGRESQL, None
+    return _INSERT, int((await conn.execute(_NEXT_CLOCK_VALUE)).scalar_one())
+
+
+def _dialect_name(connection: SyncConnection) -> str:
+    return connection.dialect.name

@@ -1,0 +1,1 @@
+"""Live dispatch events: the bus that wakes readers, shared rings of recent events, and SSE streams."""
