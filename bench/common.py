@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -51,6 +52,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def own_uid_range() -> dict[str, str]:
+    """A sandbox uid block of the server's own: a server's sweeps kill what runs under its uids, so two
+    servers on one host (another benchmark, a developer's) must not share a block."""
+    return {
+        "OUTPOST_SANDBOX__UID_FIRST": str(300_000 + random.randrange(2000) * 256),
+        "OUTPOST_SANDBOX__UID_COUNT": "256",
+    }
+
+
 class BenchServer:
     """`outpost serve` as a subprocess over a fresh temp data dir (deleted on close).
 
@@ -70,6 +80,7 @@ class BenchServer:
             "OUTPOST_DATA_DIR": str(self.data_dir),
             "OUTPOST_LIMITS__REQUESTS_PER_S": "0",
             "OUTPOST_LOG_LEVEL": "warning",
+            **own_uid_range(),
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import random
 import shlex
 import sys
 import threading
@@ -189,20 +188,10 @@ def run_clients(
     return [seen for part in parts for seen in part]
 
 
-def own_uid_range() -> dict[str, str]:
-    """A sandbox uid block of this server's own: a server's sweeps kill what runs under its uids, so two
-    servers on one host (another benchmark, a developer's) must not share a block."""
-    return {
-        "OUTPOST_SANDBOX__UID_FIRST": str(300_000 + random.randrange(2000) * 256),
-        "OUTPOST_SANDBOX__UID_COUNT": "256",
-    }
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     env = {
         "OUTPOST_SANDBOX__BACKEND": args.backend,
         "OUTPOST_WORKER__SLOTS": str(max(8, args.dispatches)),
-        **own_uid_range(),
     }
     with BenchServer(env) as server:
         tenant = server.create_tenant("sse-fanout")

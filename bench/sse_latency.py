@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shlex
 import sys
 import time
@@ -89,17 +88,8 @@ def _sample(event: dict[str, Any], received: float, received_wall: float) -> Sam
     )
 
 
-def own_uid_range() -> dict[str, str]:
-    """A sandbox uid block of this server's own: a server's sweeps kill what runs under its uids, so two
-    servers on one host (another benchmark, a developer's) must not share a block."""
-    return {
-        "OUTPOST_SANDBOX__UID_FIRST": str(300_000 + random.randrange(2000) * 256),
-        "OUTPOST_SANDBOX__UID_COUNT": "256",
-    }
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    env = {"OUTPOST_SANDBOX__BACKEND": args.backend, **own_uid_range()}
+    env = {"OUTPOST_SANDBOX__BACKEND": args.backend}
     if args.flush_ms is not None:
         env["OUTPOST_WORKER__LOG_FLUSH_MS"] = str(args.flush_ms)
     samples: list[Sample] = []

@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -26,18 +27,6 @@ EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_DISPATCH_UNSUCCESSFUL = 4
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """`outpost serve` on a free port, stopped (terminate, then kill) after the module's last test."""
-    with serving(tmp_path_factory.mktemp("cli") / "data") as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def admin_key(server: ServerProcess) -> str:
-    return make_admin_key(server)
 
 
 def make_admin_key(server: ServerProcess) -> str:
@@ -109,9 +98,28 @@ def new_tenant_cli(server: ServerProcess, admin_key: str) -> Cli:
     return Cli(server.url, response.json()["key"]["key"])
 
 
-@pytest.fixture
-def cli(server: ServerProcess, admin_key: str) -> Cli:
-    return new_tenant_cli(server, admin_key)
+def served_cli_fixtures(name: str, env: dict[str, str] | None = None) -> tuple[Any, Any, Any]:
+    """The fixtures `server` (`outpost serve` on a free port with `env`, one per test module, stopped
+    after its last test), `admin_key` (an admin tenant's key) and `cli` (the CLI as a new tenant, one
+    per test). A module assigns them: `server, admin_key, cli = served_cli_fixtures("name")`."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+        with serving(tmp_path_factory.mktemp(name) / "data", env) as process:
+            yield process
+
+    @pytest.fixture(scope="module")
+    def admin_key(server: ServerProcess) -> str:
+        return make_admin_key(server)
+
+    @pytest.fixture
+    def cli(server: ServerProcess, admin_key: str) -> Cli:
+        return new_tenant_cli(server, admin_key)
+
+    return server, admin_key, cli
+
+
+server, admin_key, cli = served_cli_fixtures("cli")
 
 
 def test_dispatch_wait_prints_the_result_and_exits_zero_when_the_dispatch_succeeds(cli: Cli) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,30 +18,21 @@ from outpost.errors import OutpostError
 from outpost.schemas.artifacts import ArtifactRead
 from tests.git_repos import Origin
 from tests.integration.helpers import TERMINAL
-from tests.integration.processes import ServerProcess, serving, wait_for_status_sync
-from tests.integration.test_cli import EXIT_USAGE, EXIT_USER_ERROR, Cli, make_admin_key, new_tenant_cli
+from tests.integration.processes import ServerProcess, wait_for_status_sync
+from tests.integration.test_cli import (
+    EXIT_USAGE,
+    EXIT_USER_ERROR,
+    Cli,
+    served_cli_fixtures,
+)
 
 pytestmark = pytest.mark.slow
 
 RUN_ARTIFACTS = {"changes.patch", "changed-files.json", "events.jsonl"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # Local repositories (file://) are refused by default; the repo tests use one.
-    data_dir = tmp_path_factory.mktemp("cli-artifacts") / "data"
-    with serving(data_dir, env={"OUTPOST_GIT__ALLOW_LOCAL": "true"}) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def admin_key(server: ServerProcess) -> str:
-    return make_admin_key(server)
-
-
-@pytest.fixture
-def cli(server: ServerProcess, admin_key: str) -> Cli:
-    return new_tenant_cli(server, admin_key)
+# Local repositories (file://) are refused by default; the repo tests use one.
+server, admin_key, cli = served_cli_fixtures("cli-artifacts", {"OUTPOST_GIT__ALLOW_LOCAL": "true"})
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from tests.integration.test_cli import (
     Cli,
     make_admin_key,
     new_tenant_cli,
+    served_cli_fixtures,
 )
 
 pytestmark = pytest.mark.slow
@@ -33,20 +34,7 @@ TICKING = f"for i in $(seq 1 {LINES}); do echo line $i; sleep 0.05; done"
 EXPECTED_OUTPUT = "".join(f"line {i}\n" for i in range(1, LINES + 1))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with serving(tmp_path_factory.mktemp("cli-follow") / "data") as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def admin_key(server: ServerProcess) -> str:
-    return make_admin_key(server)
-
-
-@pytest.fixture
-def cli(server: ServerProcess, admin_key: str) -> Cli:
-    return new_tenant_cli(server, admin_key)
+server, admin_key, cli = served_cli_fixtures("cli-follow")
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ processes against a real `outpost serve`, and the name and folder checks against
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,8 +14,11 @@ from outpost.cli.artifacts import TEMP_PREFIX, check_artifact_path, save_artifac
 from outpost.cli.client import ApiClient, ClientSettings
 from outpost.errors import OutpostError
 from outpost.schemas.artifacts import ArtifactRead
-from tests.integration.processes import ServerProcess, serving
-from tests.integration.test_cli import EXIT_USER_ERROR, Cli, make_admin_key, new_tenant_cli
+from tests.integration.test_cli import (
+    EXIT_USER_ERROR,
+    Cli,
+    served_cli_fixtures,
+)
 from tests.integration.test_cli_artifacts import listed_artifacts, run_dispatch
 
 pytestmark = pytest.mark.slow
@@ -27,20 +29,7 @@ TASK = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with serving(tmp_path_factory.mktemp("cli-outputs") / "data") as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def admin_key(server: ServerProcess) -> str:
-    return make_admin_key(server)
-
-
-@pytest.fixture
-def cli(server: ServerProcess, admin_key: str) -> Cli:
-    return new_tenant_cli(server, admin_key)
+server, admin_key, cli = served_cli_fixtures("cli-outputs")
 
 
 def saved_files(directory: Path) -> dict[str, bytes]:

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from tests.integration.processes import ServerProcess, serving
-from tests.integration.test_cli import EXIT_USER_ERROR, Cli, make_admin_key, new_tenant_cli
+from tests.integration.test_cli import (
+    EXIT_USER_ERROR,
+    Cli,
+    served_cli_fixtures,
+)
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "ghp_cliTenantToken31ab"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with serving(tmp_path_factory.mktemp("git-credentials-cli") / "data") as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def admin_key(server: ServerProcess) -> str:
-    return make_admin_key(server)
-
-
-@pytest.fixture
-def cli(server: ServerProcess, admin_key: str) -> Cli:
-    return new_tenant_cli(server, admin_key)
+server, admin_key, cli = served_cli_fixtures("git-credentials-cli")
 
 
 def test_set_reads_the_token_from_stdin_and_no_command_prints_it(cli: Cli) -> None:

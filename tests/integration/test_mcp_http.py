@@ -6,8 +6,6 @@ oversized MCP message is cheap to send.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
@@ -21,8 +19,8 @@ from tests.integration.mcp_clients import (
     rest,
     without_signatures,
 )
-from tests.integration.processes import ServerProcess, serving
-from tests.integration.test_cli import make_admin_key, new_tenant_cli
+from tests.integration.processes import ServerProcess
+from tests.integration.test_cli import new_tenant_cli, served_cli_fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +28,9 @@ BODY_LIMIT_BYTES = 2**20
 MODES = ["auto", "legacy"]  # the 2026-07-28 per-request protocol, and the initialize handshake
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"OUTPOST_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT_BYTES)}
-    with serving(tmp_path_factory.mktemp("mcp-http") / "data", env) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def admin_key(server: ServerProcess) -> str:
-    return make_admin_key(server)
+server, admin_key, _ = served_cli_fixtures(
+    "mcp-http", {"OUTPOST_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT_BYTES)}
+)
 
 
 @pytest.fixture

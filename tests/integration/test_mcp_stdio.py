@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,8 +21,8 @@ from tests.integration.mcp_clients import (
     stdio_client,
     without_signatures,
 )
-from tests.integration.processes import OUTPOST, ServerProcess, free_port, serving
-from tests.integration.test_cli import make_admin_key, new_tenant_cli
+from tests.integration.processes import OUTPOST, ServerProcess, free_port
+from tests.integration.test_cli import new_tenant_cli, served_cli_fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +35,9 @@ CLIENT_INFO = {
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": CLIENT_INFO}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"OUTPOST_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT_BYTES)}
-    with serving(tmp_path_factory.mktemp("mcp-stdio") / "data", env) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def admin_key(server: ServerProcess) -> str:
-    return make_admin_key(server)
+server, admin_key, _ = served_cli_fixtures(
+    "mcp-stdio", {"OUTPOST_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT_BYTES)}
+)
 
 
 @pytest.fixture

@@ -86,11 +86,6 @@ async def checkout(git: Git, resolved: ResolvedRef, workdir: Path, git_dir: Path
     return baseline
 
 
-async def discard_baseline(baseline: Baseline) -> None:
-    """Delete the private git dir (after the changes were captured). Never raises."""
-    await asyncio.to_thread(shutil.rmtree, baseline.git_dir, ignore_errors=True)
-
-
 def _prepare_private_dir(baseline: Baseline, workdir: Path) -> None:
     if workdir.is_symlink() or not workdir.is_dir() or any(workdir.iterdir()):
         raise ValueError(f"{workdir} must be an existing, empty directory")
