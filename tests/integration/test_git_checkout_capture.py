@@ -118,6 +118,22 @@ async def test_attributes_in_the_tree_transform_nothing(tmp_path: Path) -> None:
     assert b"line\r\n" in changes.patch_path.read_bytes()
 
 
+async def test_outputs_stay_out_even_when_a_gitignore_re_includes_them(tmp_path: Path) -> None:
+    workspace = await checked_out(tmp_path, TREE)
+    (workspace.workdir / ".gitignore").write_text("!/.outpost/outputs\n!.outpost/\n!*\n")
+    outputs = workspace.workdir / ".outpost" / "outputs"
+    outputs.mkdir(parents=True)
+    (outputs / "report.md").write_text("an artifact, not a change\n")
+    (workspace.workdir / ".outpost" / "beside.txt").write_text("a change\n")
+    (workspace.workdir / "to-rename.txt").rename(outputs / "moved.txt")  # a removal, not a rename
+    changes = await workspace.capture()
+    assert sorted((change.path, change.kind) for change in changes.files) == [
+        (".gitignore", ChangeKind.ADDED), (".outpost/beside.txt", ChangeKind.ADDED),
+        ("to-rename.txt", ChangeKind.DELETED),
+    ]  # fmt: skip
+    assert b"report.md" not in changes.patch_path.read_bytes()
+
+
 async def test_a_patch_over_the_limit_is_refused(tmp_path: Path) -> None:
     workspace = await checked_out(tmp_path, TREE, local_git(tmp_path, max_patch_bytes=4096))
     (workspace.workdir / "big.bin").write_bytes(os.urandom(50_000))

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from outpost.errors import PayloadTooLarge, SandboxError
-from outpost.workspaces.checkout import LOCAL_CONFIG, Baseline
+from outpost.workspaces.checkout import LOCAL_CONFIG, OUTPUTS_DIR, Baseline
 from outpost.workspaces.git import MAX_CAPTURED_BYTES, Git, GitResult
 from outpost.workspaces.raw_diff import GITLINK_MODE, ChangedFile, decode_name, display_name, parse_raw
 from outpost.workspaces.remote_failures import last_words
@@ -103,9 +103,14 @@ class _Capture:
             raise SandboxError(f"cannot record the workspace's files: {last_words(added)}")
         warnings += _git_warnings(added.stderr)
         files = await self._changed_files()
+        if any(_in_outputs(change) for change in files):
+            # The run's outputs are artifacts, never changes. The git dir's `info/exclude` leaves them
+            # out, but a `.gitignore` that re-includes them outranks it.
+            await self._restore([OUTPUTS_DIR.encode()])
+            files = await self._changed_files()
         nested = [change for change in files if change.new_mode == GITLINK_MODE]
         if nested:
-            await self._restore(nested)
+            await self._restore([change.path_bytes for change in nested])
             warnings += [f"{change.display_path}: a nested git repository, not captured" for change in nested]
         patch = await self._patch(patch_path)
         tree = await self._write_tree() if with_tree else None
@@ -126,17 +131,17 @@ class _Capture:
         except ValueError as exc:
             raise SandboxError(f"cannot read git's list of changed files: {exc}") from exc
 
-    async def _restore(self, changes: list[ChangedFile]) -> None:
-        """Put the baseline's entries back for `changes` (a nested repository's commit id would be read
-        from a repository the agent controls)."""
+    async def _restore(self, names: list[bytes]) -> None:
+        """Put the baseline's entries back for `names` and everything below them (a nested repository's
+        commit id would be read from a repository the agent controls)."""
         paths = self._index.with_suffix(".paths")
-        await asyncio.to_thread(paths.write_bytes, b"".join(change.path_bytes + b"\0" for change in changes))
+        await asyncio.to_thread(paths.write_bytes, b"".join(name + b"\0" for name in names))
         try:
             pathspecs = [f"--pathspec-from-file={paths}", "--pathspec-file-nul"]
             result = await self._run(["reset", "--quiet", *pathspecs, self._baseline.commit])
         finally:
             paths.unlink(missing_ok=True)
-        _check(result, "leave nested repositories out")
+        _check(result, "leave paths out of the capture")
 
     async def _write_tree(self) -> str:
         """The id of the index's tree, written to the private git dir (a push commits it as it is)."""
@@ -185,6 +190,13 @@ def remove_special_files(workdir: Path) -> list[str]:
                 os.unlink(entry.path)
                 removed.append(decode_name(os.path.relpath(entry.path, root)))
     return removed
+
+
+def _in_outputs(change: ChangedFile) -> bool:
+    return any(
+        path is not None and (path == OUTPUTS_DIR or path.startswith(f"{OUTPUTS_DIR}/"))
+        for path in (change.path, change.old_path)
+    )
 
 
 def _git_warnings(stderr: str) -> list[str]:

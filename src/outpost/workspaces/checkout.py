@@ -103,8 +103,7 @@ def _prepare_private_dir(baseline: Baseline, workdir: Path) -> None:
 
 def exclude_outputs(git_dir: Path) -> None:
     """Keep the outputs directory out of what `git_dir` captures, through its `info/exclude`. Idempotent.
-    A `.gitignore` outranks it: a run that re-includes the directory there gets its files in the patch
-    as well."""
+    A `.gitignore` outranks it: capture takes out whatever a re-including `.gitignore` let in."""
     (git_dir / "info").mkdir(exist_ok=True)
     (git_dir / "info" / "exclude").write_text(OUTPUT_EXCLUDES)
 
