@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from outpost.agents.events import Usage
 from outpost.gateway.metering import MeteredCall
 from outpost.gateway.server import ModelGateway
-from outpost.gateway.tokens import GatewayTokens, Grant
+from outpost.gateway.tokens import CallGate, CallRefusal, GatewayTokens, Grant
 from outpost.gateway.upstream_errors import ProviderFailure
 from outpost.gateway.upstreams import KEY_STYLES, Upstream
 from outpost.sandbox.served import ServedServer
@@ -37,7 +37,10 @@ class Harness:
     usage: list[tuple[str, MeteredCall]] = field(default_factory=list)
     failures: list[tuple[str, ProviderFailure]] = field(default_factory=list)
 
-    def grant(self, run_id: str = RUN, providers: tuple[str, ...] = ("anthropic", "openai", "gemini")) -> str:
+    def grant(
+        self, run_id: str = RUN, providers: tuple[str, ...] = ("anthropic", "openai", "gemini"),
+        gates: tuple[CallGate, ...] = (),
+    ) -> str:  # fmt: skip
         upstreams = {
             name: Upstream(name, self.fake.base_url, SecretStr(REAL_KEY), KEY_STYLES.get(name, "bearer"))
             for name in providers
@@ -46,6 +49,7 @@ class Harness:
             run_id=run_id, tenant_id="t", upstreams=upstreams,
             on_usage=lambda provider, call: self.usage.append((provider, call)),
             on_failure=lambda provider, failure: self.failures.append((provider, failure)),
+            gates=gates,
         )  # fmt: skip
         return self.gateway.tokens.issue(grant)
 
@@ -122,6 +126,30 @@ async def test_a_token_that_is_not_this_runs_live_token_is_refused(harness: Harn
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
     assert harness.fake.requests == []
+
+
+async def test_a_gate_that_refuses_answers_in_the_providers_format_without_forwarding(
+    harness: Harness,
+) -> None:
+    asked: list[str] = []
+
+    async def admit(provider: str) -> None:
+        asked.append(provider)
+
+    async def refuse(provider: str) -> CallRefusal:
+        return CallRefusal(429, f"{provider} quota exhausted", retry_after_s=30)
+
+    token = harness.grant(gates=(admit, refuse, admit))
+    response = await _post(f"{harness.url}/anthropic/v1/messages", ANTHROPIC_BODY, {"x-api-key": token})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "30"
+    assert response.json()["error"] == {"type": "rate_limit_error", "message": "anthropic quota exhausted"}
+    assert asked == ["anthropic"]  # the gates after the refusing one are not asked
+    assert harness.fake.requests == []
+    passing = harness.grant(run_id=RUN, gates=(admit,))
+    passed = await _post(f"{harness.url}/anthropic/v1/messages", ANTHROPIC_BODY, {"x-api-key": passing})
+    assert passed.is_success
+    assert len(harness.fake.requests) == 1
 
 
 async def test_a_provider_outside_the_grant_is_refused(harness: Harness) -> None:

@@ -40,6 +40,9 @@ tenants = Table(
     # The tenant's caps (memory_mb, pids, cpu_cores, disk_mb, timeout_s) and its egress hosts; NULL: none.
     Column("limits", PortableJSON, nullable=True),
     Column("egress_allow", PortableJSON, nullable=True),
+    # Spending cap per calendar month (UTC), and dispatches running at once; NULL: none.
+    Column("monthly_budget_micro_usd", BigInteger, nullable=True),
+    Column("max_concurrent_dispatches", Integer, nullable=True),
 )
 
 api_keys = Table(
@@ -98,6 +101,12 @@ dispatches = Table(
     Column("workspace_id", String(ULID_LEN), nullable=True),
     Column("workspace_name", String(200), nullable=True),
     Column("push_branch", String(255), nullable=True),
+    # Why a queued dispatch is not claimed yet (its tenant at its concurrency cap, its provider account out
+    # of quota), and the earliest time it may be claimed; NULL: nothing holds it back.
+    Column("queue_reason", Text, nullable=True),
+    Column("not_before", UTCDateTime, nullable=True),
+    # What the dispatch may fall back to when its provider account is out of quota (tiers, accounts).
+    Column("failover", PortableJSON, nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key"),
     # Keyset pagination: newest first within a tenant, optionally filtered by status or agent.
     Index(None, "tenant_id", "id"),
@@ -189,4 +198,71 @@ workspaces = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime, nullable=False),
     UniqueConstraint("tenant_id", "name"),
+)
+
+# What each tenant was charged, one row per priced quantity: a dispatch's tokens per model, its compute
+# (vCPU-seconds, GB-seconds), and storage held over a period. Rows are only ever added.
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", String(ULID_LEN), primary_key=True),
+    Column("tenant_id", String(ULID_LEN), ForeignKey("tenants.id"), nullable=False),
+    Column("dispatch_id", String(ULID_LEN), nullable=True),
+    Column("kind", String(20), nullable=False),  # tokens | compute | storage
+    Column("agent", String(20), nullable=True),
+    Column("provider", String(40), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("input_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("output_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("cache_read_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("cache_write_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("cpu_usec", BigInteger, nullable=False, server_default=text("0")),
+    Column("memory_byte_s", BigInteger, nullable=False, server_default=text("0")),
+    Column("storage_byte_s", BigInteger, nullable=False, server_default=text("0")),
+    Column("cost_micro_usd", BigInteger, nullable=False),
+    Column("prices", String(40), nullable=False),  # the version of the price table applied
+    Column("period_start", UTCDateTime, nullable=True),  # storage: the start of the period charged
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Index(None, "tenant_id", "occurred_at"),
+    Index(None, "dispatch_id"),
+    Index(None, "occurred_at"),
+)
+
+# The audit log: append-only, each row holding the MAC of the previous row's MAC and its own content, in
+# `seq` order. `audit_head` (one row) is the chain's last link; appends lock it, so `seq` has no gaps.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("tenant_id", String(ULID_LEN), nullable=True),
+    Column("actor", String(64), nullable=True),
+    Column("action", String(40), nullable=False),
+    Column("target", String(255), nullable=True),
+    Column("detail", PortableJSON, nullable=False),
+    Column("source_ip", String(64), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index(None, "tenant_id", "seq"),
+    Index(None, "created_at"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# A provider account that said its quota or rate limit is exhausted until a time. `account` is the
+# tenant whose own key it is, or `server` for the server's key.
+provider_quotas = Table(
+    "provider_quotas",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("provider", String(40), primary_key=True),
+    Column("exhausted_until", UTCDateTime, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
 )

@@ -22,7 +22,7 @@ import orjson
 
 from outpost.gateway.metering import UsageMeter, WireApi, wire_api_for
 from outpost.gateway.replies import error_body
-from outpost.gateway.tokens import GatewayTokens, Grant
+from outpost.gateway.tokens import CallRefusal, GatewayTokens, Grant
 from outpost.gateway.upstream_errors import ProviderFailure, classify_failure
 from outpost.gateway.upstreams import CREDENTIAL_HEADERS, Upstream
 from outpost.settings import GatewaySettings
@@ -60,6 +60,21 @@ class Reply:
         body = error_body(provider, status, message)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         return cls(status, headers, body)
+
+    @classmethod
+    def refusal(cls, provider: str | None, refusal: CallRefusal) -> Reply:
+        reply = cls.error(provider, refusal.status, refusal.message)
+        if refusal.retry_after_s is not None:
+            reply.headers.append((b"retry-after", str(max(0, refusal.retry_after_s)).encode()))
+        return reply
+
+
+async def _first_refusal(grant: Grant, provider: str) -> CallRefusal | None:
+    for gate in grant.gates:
+        refusal = await gate(provider)
+        if refusal is not None:
+            return refusal
+    return None
 
 
 class Responder(Protocol):
@@ -113,6 +128,10 @@ class Forwarder:
             allowed = ", ".join(sorted(grant.upstreams)) or "none"
             message = f"this run may call only its model's provider ({allowed}), not {provider!r}"
             await responder.send(Reply.error(provider, 403 if provider else 404, message))
+            return
+        refusal = await _first_refusal(grant, provider or "")
+        if refusal is not None:
+            await responder.send(Reply.refusal(provider, refusal))
             return
         call = _Call(grant, upstream, path, query, wire_api_for(path), exchange.body)
         _prepare(call, exchange.headers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from outpost.gateway.metering import MeteredCall
@@ -18,6 +18,21 @@ from outpost.gateway.upstream_errors import ProviderFailure
 from outpost.gateway.upstreams import Upstream
 
 TOKEN_PREFIX = "opgw_"  # noqa: S105 - a marker that makes tokens easy to find in leak checks, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class CallRefusal:
+    """Why the gateway answers a call itself instead of forwarding it (a budget spent, a provider account
+    out of quota): the status the run's CLI gets, in its provider's error format, and when to retry."""
+
+    status: int
+    message: str
+    retry_after_s: int | None = None
+
+
+CallGate = Callable[[str], Awaitable[CallRefusal | None]]
+"""Asked with the provider's name before each call is forwarded; a refusal stops the call. Must be quick:
+every model call of the run waits for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +47,8 @@ class Grant:
     """`(provider, call)` after each metered model call. Must not block."""
     on_failure: Callable[[str, ProviderFailure], None]
     """`(provider, failure)` when a provider refused or failed a call. Must not block."""
+    gates: tuple[CallGate, ...] = ()
+    """Checks each call must pass before it is forwarded, in order (see `CallGate`)."""
 
 
 class GatewayTokens:
