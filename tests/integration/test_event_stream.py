@@ -159,6 +159,33 @@ async def test_a_quiet_stream_sends_keep_alive_comments(serve_live: ServeLive) -
     assert last.json()["data"]["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("path", ["dispatch", "/v1/events"])
+async def test_a_stream_ends_soon_after_its_key_is_revoked(serve_live: ServeLive, path: str) -> None:
+    live = await serve_live(events={"keepalive_s": 0.05, "key_recheck_s": 0.1}, worker={"enabled": False})
+    owner = await live.new_tenant()
+    issued = (await live.server.client.post("/v1/keys", json={"name": "watcher"}, headers=owner)).json()
+    watcher = {"authorization": f"Bearer {issued['key']}"}
+    created = await submit(live.server.client, owner, "echo never runs")
+    url = f"/v1/dispatches/{created['id']}/events" if path == "dispatch" else path
+    items: list[SseEvent | SseComment] = []
+    async with live.http.stream("GET", url, headers=watcher) as response:
+        async for item in sse_items(response):
+            items.append(item)
+            if len(items) == 3:  # the stream is open and checked its key: revoke it
+                revoked = await live.server.client.delete(f"/v1/keys/{issued['id']}", headers=owner)
+                assert revoked.status_code == 200
+                revoked_at = time.monotonic()
+    assert time.monotonic() - revoked_at < 2
+    last = items[-1]
+    assert isinstance(last, SseEvent)
+    assert (last.event, last.json()) == (
+        "error",
+        {"detail": "the API key of this stream was revoked or has expired"},
+    )
+    again = await live.http.get(url, headers=watcher)
+    assert again.status_code == 401
+
+
 async def test_unknown_and_foreign_dispatches_are_404_alike(serve_live: ServeLive) -> None:
     live = await serve_live(worker={"enabled": False})
     mine, theirs = await live.new_tenant(), await live.new_tenant()

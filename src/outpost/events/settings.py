@@ -17,6 +17,9 @@ class EventSettings(BaseModel):
     keepalive_s: float = Field(default=15.0, gt=0)
     """A stream that sent nothing for this long sends a `: keep-alive` comment (proxies and load
     balancers close connections that stay silent)."""
+    key_recheck_s: float = Field(default=10.0, gt=0)
+    """How often an open stream checks that the API key it was opened with is still valid: a stream of a
+    revoked or expired key ends within this time plus `keepalive_s`."""
     poll_interval_s: float = Field(default=2.0, gt=0)
     """How often a stream reads the store even without a wake-up: the longest a lost wake-up delays an
     event."""

@@ -138,6 +138,13 @@ class KeyService:
         self._cache = {digest: entry for digest, entry in self._cache.items() if entry[0].key_id != key_id}
         return row
 
+    async def is_live(self, principal: Principal) -> bool:
+        """Whether the key behind `principal` is still neither revoked nor expired, read from the store
+        (a long-lived stream asks now and then: the key may have been revoked on another server)."""
+        async with self._store.read() as conn:
+            row = await repo.get_key(conn, principal.tenant_id, principal.key_id)
+        return row is not None and row.revoked_at is None and not _expired(row.expires_at)
+
     async def authenticate(self, token: str) -> Principal:
         """The principal of a valid key. Raises AuthenticationFailed, with one message whatever was wrong."""
         digest = _digest(token)

@@ -12,9 +12,12 @@ from starlette.types import Send
 
 from outpost.api.auth import CallerDep, ContainerDep
 from outpost.api.problems import problem
+from outpost.app import Container
 from outpost.domain.dispatch import DispatchStatus
 from outpost.errors import InvalidInput
 from outpost.events.feed import FeedFilter
+from outpost.events.key_watch import while_key_is_live
+from outpost.services.keys import Principal
 
 router = APIRouter(tags=["events"])
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
@@ -59,7 +62,7 @@ async def stream_dispatch_events(
         frames = await container.event_streams.open_dispatch(caller, dispatch_id, resume_from, source)
     except InvalidInput as exc:
         return _bad_resume_point(exc, source)
-    return EventStreamResponse(frames)
+    return _watched_response(frames, caller, container)
 
 
 @router.get("/v1/events", status_code=200, response_class=EventStreamResponse, responses=_STREAM_RESPONSES)
@@ -76,7 +79,15 @@ async def stream_tenant_events(
         frames = await container.event_streams.open_tenant(caller, wanted, resume_from, source)
     except InvalidInput as exc:
         return _bad_resume_point(exc, source)
-    return EventStreamResponse(frames)
+    return _watched_response(frames, caller, container)
+
+
+def _watched_response(
+    frames: AsyncGenerator[bytes, None], caller: Principal, container: Container
+) -> Response:
+    """The stream ends soon after its key is revoked or expires (see `key_watch`)."""
+    recheck_s = container.settings.events.key_recheck_s
+    return EventStreamResponse(while_key_is_live(frames, lambda: container.keys.is_live(caller), recheck_s))
 
 
 def _resume_point(last_event_id: str | None, after: str | None) -> tuple[str, str | None]:

@@ -52,6 +52,9 @@ class DispatchRow:
     workspace_id: str | None = None
     workspace_name: str | None = None
     push_branch: str | None = None
+    queue_reason: str | None = None
+    not_before: datetime | None = None
+    failover: dict[str, Any] | None = None
 
 
 async def insert_dispatch(conn: Connection, row: DispatchRow) -> None:

@@ -21,6 +21,8 @@ class TenantRow:
     created_at: datetime
     limits: dict[str, float] | None = None
     egress_allow: list[str] | None = None
+    monthly_budget_micro_usd: int | None = None
+    max_concurrent_dispatches: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
