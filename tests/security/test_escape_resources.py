@@ -150,7 +150,10 @@ async def test_case_21_busy_threads_are_throttled_to_the_cpu_quota(jail: Jail) -
     finally:
         await run.kill()
     assert 0.2 < used <= 0.7, used
-    assert int(dict(line.split() for line in cpu_stat.splitlines())["nr_throttled"]) > 0
+    throttled = int(dict(line.split() for line in cpu_stat.splitlines())["nr_throttled"])
+    # On a host whose cores are busy with other work the job may not even reach its quota in a period,
+    # and then nothing needs throttling; a job that reached it must have been throttled.
+    assert throttled > 0 or used < 0.45, (used, cpu_stat)
 
 
 async def test_case_22_setsid_double_forks_traps_and_nohup_do_not_survive_the_kill(jail: Jail) -> None:
