@@ -88,9 +88,11 @@ async def make_server(tmp_path: Path, database_url: str) -> AsyncIterator[MakeSe
 
     async def factory(**overrides: object) -> Server:
         worker = WorkerSettings(**{"poll_interval_s": 0.2, **overrides.pop("worker", {})})  # type: ignore[dict-item]
+        # One master key for every server of a test, as servers sharing a database must have.
         fields = {
             "data_dir": tmp_path / f"data{len(started)}", "database_url": database_url,
-            "sandbox": sandbox_settings(), **overrides,
+            "sandbox": sandbox_settings(), "secrets": {"master_key_file": tmp_path / "master.key"},
+            **overrides,
         }  # fmt: skip
         settings = Settings(worker=worker, **fields)
         container = build_container(settings)

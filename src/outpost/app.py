@@ -12,6 +12,8 @@ from typing import IO
 from outpost.agents.catalog import default_catalog
 from outpost.agents.registry import default_registry
 from outpost.agents.status import AgentStatusCache
+from outpost.audit.chain import KEY_PURPOSE as AUDIT_KEY_PURPOSE
+from outpost.audit.log import AuditLog
 from outpost.db.migrate import upgrade_to_head
 from outpost.db.store import Store
 from outpost.errors import Unavailable
@@ -21,18 +23,28 @@ from outpost.events.streams import EventStreams
 from outpost.gateway.server import ModelGateway
 from outpost.gateway.tokens import GatewayTokens
 from outpost.gateway.upstreams import upstreams_from_settings
+from outpost.ledger.metrics import LedgerMetrics
+from outpost.ledger.prices import build_price_table
+from outpost.ledger.settlement import Ledger
+from outpost.ledger.storage import StorageAccrual
+from outpost.logs import remember_secrets_in
 from outpost.sandbox.base import Sandbox
 from outpost.sandbox.process import ProcessSandbox
-from outpost.secrets.box import SecretBox
-from outpost.secrets.master_key import load_master_key
+from outpost.secrets.keyring import MasterKeyring
+from outpost.secrets.master_key import load_keyring
 from outpost.secrets.vault import SecretVault
+from outpost.services.admission import Admission
 from outpost.services.artifacts import ArtifactService
+from outpost.services.audit import AuditService
+from outpost.services.budgets import BudgetGuard
 from outpost.services.dispatches import DispatchService
 from outpost.services.git_credentials import GitCredentialService
 from outpost.services.keys import KeyService
 from outpost.services.providers import ProviderService
+from outpost.services.quotas import QuotaBook
 from outpost.services.retention import RetentionJanitor
 from outpost.services.runs import RunService
+from outpost.services.usage import UsageService
 from outpost.services.workspaces import WorkspaceService
 from outpost.settings import Settings
 from outpost.storage.base import ObjectStore
@@ -77,13 +89,20 @@ class Container:
     janitor: RetentionJanitor
     bus: EventBus
     event_streams: EventStreams
+    budgets: BudgetGuard
+    ledger: Ledger
+    storage_accrual: StorageAccrual
+    usage: UsageService
+    quotas: QuotaBook
+    audit: AuditService
     _lock_file: IO[str] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         """Migrate, recover from an earlier crash, start the worker.
 
         Raises Unavailable when the sandbox backend cannot work here (it says how to fix it), and
-        SecretUnreadable when stored secrets were sealed under another master key.
+        SecretUnreadable when stored secrets were sealed under another master key, AuditKeyMismatch when
+        the audit log was written under another one.
         """
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.check_sandbox()
@@ -92,6 +111,8 @@ class Container:
             await self.bus.start()
             async with self.store.read() as conn:
                 await self.vault.check_key(conn)
+            await self.audit.check_key()
+            self.storage_accrual.start()  # safe on several servers at once: tenants are locked
             if self.settings.worker.enabled:
                 self._lock_file = lock_data_dir(self.settings.data_dir)
                 await self._recover()
@@ -122,7 +143,10 @@ class Container:
     async def stop(self) -> None:
         await self.end_streams()
         await self.janitor.stop()
+        await self.storage_accrual.stop()
         await self.worker.stop()
+        await self.budgets.close()  # the runs' last costs, before the store closes
+        await self.quotas.flush()  # the quotas the runs met, likewise
         await self.gateway.close()
         await self.mirrors.close()
         await self.objects.close()
@@ -145,24 +169,30 @@ def build_container(settings: Settings) -> Container:
     bus = build_event_bus(settings.events, store.url, store.dialect)
     sandbox = build_sandbox(settings)
     agents = default_registry(settings.agents.install_dir.resolve())
-    runs = RunService(store, settings.worker.max_attempts, bus)
+    ledger = Ledger(build_price_table(default_catalog(), settings.ledger), LedgerMetrics())
+    quotas = QuotaBook(store)
+    runs = RunService(store, settings.worker.max_attempts, bus, ledger, Admission(default_catalog()))
     gateway = ModelGateway(GatewayTokens(), settings.gateway)
-    box = build_secret_box(settings)
-    vault = SecretVault(box)
+    remember_secrets_in(settings)  # no log line may print a key from the settings
+    keyring = build_keyring(settings)
+    vault = SecretVault(keyring)
+    audit_log = AuditLog.from_master_keys(keyring.derive_all(AUDIT_KEY_PURPOSE))
+    audit = AuditService(store, audit_log, settings.retention.audit_days)
     objects = build_object_store(settings.storage, settings.data_dir)
-    url_signer = build_url_signer(settings.storage, box.derive(b"outpost artifact urls v1"))
-    providers = ProviderService(store, vault, upstreams_from_settings(settings.providers))
+    url_signer = build_url_signer(settings.storage, *url_signing_keys(keyring))
+    providers = ProviderService(store, vault, upstreams_from_settings(settings.providers), audit_log)
+    budgets = BudgetGuard(store, settings.limits.spend_refresh_ms / 1000)
     runtime = AgentRuntime(
         gateway=gateway, providers=providers, catalog=default_catalog(),
         install_dir=settings.agents.install_dir.resolve(), max_turns=settings.agents.max_turns,
+        budgets=budgets, quotas=quotas,
     )  # fmt: skip
-    git_credentials = GitCredentialService(store, vault)
+    git_credentials = GitCredentialService(store, vault, audit_log)
     guard = DiskGuard(settings.data_dir, settings.retention)
     git = Git(settings.git, settings.data_dir.resolve() / "git-home")
     mirrors = MirrorCache(settings.data_dir.resolve() / "mirrors", git)
-    workspaces = WorkspaceService(
-        store, PersistentStore(settings.data_dir.resolve() / "persistent", git), settings.workspaces
-    )
+    persistent = PersistentStore(settings.data_dir.resolve() / "persistent", git)
+    workspaces = WorkspaceService(store, persistent, settings.workspaces, audit_log)
     places = WorkspacePlaces(
         persistent=workspaces.persistent, sizes=workspaces,
         default_disk_bytes=settings.sandbox.disk_mb * 2**20, space=guard,
@@ -185,33 +215,53 @@ def build_container(settings: Settings) -> Container:
         settings.git,
         settings.workspaces.quota_bytes,
         bus,
+        ledger,
+        budgets=budgets,
+        audit=audit_log,
     )
-    keys = KeyService(store, settings.key_cache_ttl_s)
+    keys = KeyService(store, settings.key_cache_ttl_s, audit_log)
     return Container(
         settings=settings, store=store, keys=keys, dispatches=dispatches, runs=runs, sandbox=sandbox,
         worker=worker, gateway=gateway, providers=providers, vault=vault, objects=objects,
         url_signer=url_signer, git_credentials=git_credentials, mirrors=mirrors,
         artifacts=ArtifactService(store, dispatches, url_signer), workspaces=workspaces,
         agent_statuses=AgentStatusCache(settings.agents.install_dir, settings.providers),
-        disk_guard=guard, janitor=build_janitor(settings, store, objects, guard), bus=bus,
-        event_streams=EventStreams(store, bus, dispatches, settings.events),
+        disk_guard=guard, janitor=build_janitor(settings, store, objects, guard, audit), bus=bus,
+        event_streams=EventStreams(store, bus, dispatches, settings.events), budgets=budgets, ledger=ledger,
+        storage_accrual=StorageAccrual(
+            store, ledger.prices, ledger.metrics, settings.ledger.storage_accrual_interval_s
+        ),
+        usage=UsageService(store, ledger.prices.version),
+        quotas=quotas, audit=audit,
     )  # fmt: skip
 
 
 def build_janitor(
-    settings: Settings, store: Store, objects: ObjectStore, guard: DiskGuard
+    settings: Settings, store: Store, objects: ObjectStore, guard: DiskGuard, audit: AuditService
 ) -> RetentionJanitor:
     on_disk = settings.storage.backend == "filesystem"  # its objects live under the data dir
     return RetentionJanitor(
-        store, objects, guard, settings.retention, settings.data_dir, objects_in_data_dir=on_disk
+        store, objects, guard, settings.retention, settings.data_dir, objects_in_data_dir=on_disk, audit=audit
     )
 
 
-def build_secret_box(settings: Settings) -> SecretBox:
-    """Raises MasterKeyError when the master key is malformed or readable by others. The first start
-    creates the key file, in the data dir by default."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SecretBox(load_master_key(settings.secrets.master_key, settings.resolved_master_key_file))
+def build_keyring(settings: Settings, *, create: bool = True) -> MasterKeyring:
+    """The current and previous master keys. Raises MasterKeyError when one is malformed, or the key file
+    is readable by others or cannot be read. The first start creates the key file, in the data dir by
+    default; with `create` false (offline commands) a missing key is an error instead."""
+    if create:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secrets = settings.secrets
+    return load_keyring(
+        secrets.master_key, secrets.previous_master_keys, settings.resolved_master_key_file, create=create
+    )
+
+
+def url_signing_keys(keyring: MasterKeyring) -> tuple[bytes, list[bytes]]:
+    """The key that signs download links, and those that still verify links signed before a master key
+    rotation (they expire within the link lifetime anyway)."""
+    purpose = b"outpost artifact urls v1"
+    return keyring.derive(purpose), keyring.derive_all(purpose)[1:]
 
 
 def build_sandbox(settings: Settings) -> Sandbox:

@@ -10,12 +10,15 @@
     ├── Conflict                the request clashes with current state (409)
     │   └── StaleVersion        an optimistic-lock update lost the race
     ├── PayloadTooLarge         request body over the limit (413)
+    ├── BudgetExceeded          the tenant's monthly budget does not cover the request (402)
     ├── RateLimited             too many requests for this key (429)
     ├── Unavailable             a dependency is down or not ready (503)
     │   ├── StoreUnavailable    the database cannot be reached
     │   ├── InsufficientStorage a write would eat into the data dir's free-space reserve (507)
     │   ├── SecretUnreadable    a stored secret does not decrypt under this master key (secrets.box)
-    │   └── MasterKeyError      the master key is missing, malformed or stored unsafely
+    │   ├── MasterKeyError      the master key is missing, malformed or stored unsafely
+    │   └── AuditKeyMismatch    the audit log was written under another master key (audit.verify)
+    ├── ChainBroken             the audit log does not verify: a row edited, deleted or moved (audit.verify)
     └── SandboxError            a sandbox could not start or be controlled
 
 Errors are mapped to HTTP in `outpost.api.problems` and to CLI exit codes in `outpost.cli.main`,
@@ -61,6 +64,16 @@ class StaleVersion(Conflict):
 
 class PayloadTooLarge(OutpostError):
     pass
+
+
+class BudgetExceeded(OutpostError):
+    """The tenant's monthly budget is spent, or what remains of it is less than a dispatch's
+    `max_cost_usd`. Amounts in micro-USD."""
+
+    def __init__(self, detail: str, remaining_micro_usd: int, budget_micro_usd: int) -> None:
+        super().__init__(detail)
+        self.remaining_micro_usd = remaining_micro_usd
+        self.budget_micro_usd = budget_micro_usd
 
 
 class RateLimited(OutpostError):

@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.errors import InvalidInput
 from outpost.events.settings import EventSettings
+from outpost.ledger.settings import LedgerSettings
 from outpost.sandbox.egress_policy import parse_entry
+from outpost.secrets.key_list import KeyList
 from outpost.services.retention_settings import RetentionSettings
 from outpost.storage.settings import StorageSettings
 from outpost.workspaces.settings import GitSettings, WorkspaceSettings
@@ -32,8 +34,14 @@ class ProviderSettings(BaseModel):
 class LimitSettings(BaseModel):
     """Limits applied to every API request and dispatch."""
 
-    requests_per_s: float = Field(default=100.0, ge=0)
-    """Per-key API rate limit in requests per second (token bucket, burst of twice the rate); 0 disables."""
+    requests_per_s: float = Field(default=50.0, ge=0)
+    """Per-key API rate limit in requests per second (a token bucket); 0 disables it. Event streams and
+    health checks are not counted."""
+    requests_burst: int | None = Field(default=None, ge=1)
+    """Requests a key may send at once after a pause (the bucket's size); default twice `requests_per_s`."""
+    spend_refresh_ms: int = Field(default=250, ge=0)
+    """How old a run's view of its tenant's month spend may be before a model call reads it again from
+    the database (this process's own runs are always counted as they spend)."""
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
     max_task_chars: int = Field(default=256 * 1024, ge=1)
@@ -140,6 +148,10 @@ class SecretSettings(BaseModel):
     master_key_file: Path | None = None
     """Where the master key is kept when `master_key` is unset (default: `master.key` in the data dir,
     mode 0600; a file others can read is refused)."""
+    previous_master_keys: KeyList = Field(default_factory=list)
+    """Older master keys (base64; a JSON list, or separated by commas) whose rows still open while
+    `outpost secrets reseal` moves them under the current key; new rows are sealed under the current key
+    only. Drop a key once `outpost secrets status` shows no row under it."""
 
 
 class Settings(BaseSettings):
@@ -172,6 +184,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     @property
     def resolved_master_key_file(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,29 @@ async def test_a_bwrap_run_leaves_no_cgroup_staged_file_or_mount_behind(tmp_path
     assert list(glob.glob(f"/sys/fs/cgroup/*/outpost-{marker}")) == []
     assert not (DEFAULT_RUN_DIR / marker).exists()
     assert mounts.mounts_under(tmp_path) == []
+
+
+BURN_CPU = "( i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done )"
+HOLD_MEMORY = "import time; held = b'x' * (64 << 20); time.sleep(1.5)"
+
+
+async def test_a_run_reports_the_cpu_time_of_its_processes(sandbox: Sandbox, workdir: Path) -> None:
+    started = time.monotonic()
+    run = await _start(sandbox, workdir, BURN_CPU)  # in a subshell: a child's time counts too
+    await _collect(run)
+    wall_usec = (time.monotonic() - started) * 1e6
+    await run.kill()
+    used = await run.compute_usage()
+    assert 50_000 < used.cpu_usec < wall_usec * 1.2, (used, wall_usec)
+    assert await run.compute_usage() == used  # measured once, at the kill
+
+
+async def test_a_run_reports_the_memory_it_held_over_time(sandbox: Sandbox, workdir: Path) -> None:
+    run = await _start(sandbox, workdir, f'exec python3 -c "{HOLD_MEMORY}"')
+    await _collect(run)
+    await run.kill()
+    used = await run.compute_usage()
+    held = 64 * 2**20
+    assert used.memory_peak_bytes >= held, used
+    # Held for 1.5 s, sampled at least every second: at least one second's worth is seen.
+    assert held * 1.0 <= used.memory_byte_s <= used.memory_peak_bytes * 3, used

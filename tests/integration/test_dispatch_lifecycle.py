@@ -87,7 +87,7 @@ async def test_cancel_of_a_finished_dispatch_changes_nothing(server: Server) -> 
     assert response.status_code == 200
     assert without_links(response.json()) == without_links(done)
     kinds = [e["kind"] for e in await all_events(server.client, headers, created["id"])]
-    assert kinds == ["status", "status", "status", "artifacts", "status"]
+    assert kinds == ["status", "status", "status", "compute", "artifacts", "status"]
 
 
 def without_links(dispatch: dict[str, Any]) -> dict[str, Any]:

@@ -144,6 +144,21 @@ async def test_another_tenant_can_neither_see_nor_cancel_a_dispatch_exactly_as_o
     assert over_rest.json() == refused
 
 
+async def test_another_tenant_can_neither_list_nor_delete_a_workspace(
+    server: ServerProcess, admin_key: str, key: str
+) -> None:
+    other_key = new_tenant_cli(server, admin_key).key
+    async with http_client(server.url, key) as owner, http_client(server.url, other_key) as other:
+        task = {"agent": "shell", "task": "echo kept > k.txt", "wait_s": 30,
+                "workspace": {"mode": "persistent", "name": "private-notes"}}  # fmt: skip
+        assert ok(await owner.call_tool("outpost_dispatch", task))["status"] == "succeeded"
+        (mine,) = ok(await owner.call_tool("outpost_list_workspaces", {}))["items"]
+        assert ok(await other.call_tool("outpost_list_workspaces", {}))["items"] == []
+        refused = problem(await other.call_tool("outpost_delete_workspace", {"workspace_id": mine["id"]}))
+        assert refused["status"] == 404
+        assert ok(await owner.call_tool("outpost_list_workspaces", {}))["items"] == [mine]
+
+
 async def test_missing_wrong_typed_and_unknown_arguments_are_tool_errors_naming_the_field(
     server: ServerProcess, key: str
 ) -> None:

@@ -80,6 +80,8 @@ async def test_an_admin_reads_and_patches_a_tenant_policy(server: Server) -> Non
         "created_at": created_at,
         "limits": None,
         "egress_allow": [],
+        "monthly_budget_usd": None,
+        "max_concurrent_dispatches": None,
     }
     patched = await patch_tenant(
         server, admin, tenant_id, {"limits": CAPS, "egress_allow": ["pypi.org", "*.npmjs.org:8443"]}
@@ -317,9 +319,12 @@ async def run_cli(env: dict[str, str], *args: str) -> CliResult:
 
 @pytest.fixture
 def cli_env(tmp_path: Path, database_url: str) -> dict[str, str]:
-    """The offline admin CLI's environment: this test's database."""
+    """The offline admin CLI's environment: this test's database, and its servers' master key."""
     base = {name: value for name, value in os.environ.items() if not name.startswith("OUTPOST_")}
-    return {**base, "OUTPOST_DATA_DIR": str(tmp_path / "cli-data"), "OUTPOST_DATABASE_URL": database_url}
+    return {
+        **base, "OUTPOST_DATA_DIR": str(tmp_path / "cli-data"), "OUTPOST_DATABASE_URL": database_url,
+        "OUTPOST_SECRETS__MASTER_KEY_FILE": str(tmp_path / "master.key"),
+    }  # fmt: skip
 
 
 @pytest.mark.slow

@@ -224,6 +224,8 @@ ODD_EVENTS = [
     event(8, "artifacts", names=[], push=[1]),
     event(9, "egress", host=None),
     event(10, "agent", type="file_change", path=["a"], kind="update"),
+    event(11, "compute", cpu_usec=-1, memory_byte_s=5, memory_peak_bytes=5),
+    event(12, "compute", cpu_usec=1),
 ]
 
 
@@ -295,3 +297,11 @@ def test_json_lines_carry_the_fields_of_a_logs_item_and_nothing_unreadable(
         }
     ]
     assert "{broken" in err
+
+
+def test_the_compute_event_reads_as_vcpu_and_gb_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    shown = event(5, "compute", cpu_usec=1_250_000, memory_byte_s=3 * 2**29, memory_peak_bytes=96 * 2**20)
+    EventPrinter("shell").show(shown)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "   compute: 1.25 vCPU-s, 1.50 GB-s of memory (peak 96.0 MiB)\n"

@@ -20,6 +20,7 @@ from outpost.api.problems import outpost_error_response
         (errors.StaleVersion("no"), 409),
         (errors.PayloadTooLarge("no"), 413),
         (errors.RateLimited("slow", 0.2), 429),
+        (errors.BudgetExceeded("spent", 0, 5_000_000), 402),
         (errors.StoreUnavailable("down"), 503),
     ],
 )
@@ -40,4 +41,13 @@ def test_invalid_input_names_its_field() -> None:
 
 def test_auth_and_rate_limit_errors_carry_their_headers() -> None:
     assert outpost_error_response(errors.AuthenticationFailed("x")).headers["www-authenticate"] == "Bearer"
-    assert outpost_error_response(errors.RateLimited("x", 2.4)).headers["retry-after"] == "2"
+    # Whole seconds, rounded up: a client that waits as told is not refused again.
+    assert outpost_error_response(errors.RateLimited("x", 2.4)).headers["retry-after"] == "3"
+    assert outpost_error_response(errors.RateLimited("x", 0.01)).headers["retry-after"] == "1"
+
+
+def test_a_budget_refusal_says_what_remains_of_which_budget() -> None:
+    response = outpost_error_response(errors.BudgetExceeded("too much", 1_250_000, 5_000_000))
+    body = orjson.loads(bytes(response.body))
+    assert body["type"] == "urn:outpost:problem:budget-exceeded"
+    assert (body["title"], body["remaining_usd"], body["budget_usd"]) == ("Payment required", 1.25, 5.0)

@@ -15,12 +15,15 @@ from outpost.api.body_limit import BodyLimitMiddleware
 from outpost.api.problems import install_problem_handlers
 from outpost.api.routes import (
     artifacts,
+    audit,
     dispatches,
     events,
     git_credentials,
     health,
     keys,
+    metrics,
     providers,
+    usage,
     workspaces,
 )
 from outpost.app import Container
@@ -47,7 +50,8 @@ def create_app(container: Container) -> FastAPI:
     }  # fmt: skip
     app = FastAPI(title="Outpost", version=__version__, lifespan=lifespan, telemetry=telemetry_off)
     app.state.container = container
-    app.state.rate_limits = TokenBuckets(container.settings.limits.requests_per_s)
+    limits = container.settings.limits
+    app.state.rate_limits = TokenBuckets(limits.requests_per_s, limits.requests_burst)
     install_problem_handlers(app)
     app.include_router(dispatches.router)
     app.include_router(events.router)
@@ -57,6 +61,9 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(providers.router)
     app.include_router(git_credentials.router)
     app.include_router(health.router)
+    app.include_router(audit.router)
+    app.include_router(usage.router)
+    app.include_router(metrics.router)
     app.router.routes.append(Route("/mcp", mcp_endpoint))  # an ASGI app: every method, this path only
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=container.settings.limits.max_body_bytes)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ ERROR_STATUS: list[tuple[type[errors.OutpostError], int, str]] = [
     (errors.NotFound, 404, "not-found"),
     (errors.Conflict, 409, "conflict"),
     (errors.PayloadTooLarge, 413, "payload-too-large"),
+    (errors.BudgetExceeded, 402, "budget-exceeded"),
     (errors.RateLimited, 429, "rate-limited"),
     (errors.Unavailable, 503, "unavailable"),
     (errors.SandboxError, 500, "sandbox-error"),
@@ -37,9 +39,10 @@ _LOCATIONS = frozenset({"body", "query", "header", "path", "cookie"})
 # Dict keys chosen by the client show up in field paths; longer ones are clipped, not echoed whole.
 _MAX_FIELD_PART_CHARS = 64
 TITLES = {
-    400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Payload too large", 422: "Invalid input", 429: "Too many requests",
-    500: "Internal server error", 503: "Service unavailable", 507: "Insufficient storage",
+    400: "Bad request", 401: "Unauthorized", 402: "Payment required", 403: "Forbidden", 404: "Not found",
+    405: "Method not allowed", 409: "Conflict", 413: "Payload too large", 422: "Invalid input",
+    429: "Too many requests", 500: "Internal server error", 503: "Service unavailable",
+    507: "Insufficient storage",
 }  # fmt: skip
 
 
@@ -62,13 +65,16 @@ def _headers_for(exc: errors.OutpostError) -> dict[str, str] | None:
     if isinstance(exc, errors.AuthenticationFailed):
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, errors.RateLimited):
-        return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+        # Whole seconds, rounded up: a client that waits as told finds a token.
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     return None
 
 
 def _extra_for(exc: errors.OutpostError) -> dict[str, Any]:
     if isinstance(exc, errors.InvalidInput) and exc.field:
         return {"errors": [{"field": exc.field, "message": exc.detail}]}
+    if isinstance(exc, errors.BudgetExceeded):
+        return {"remaining_usd": exc.remaining_micro_usd / 1e6, "budget_usd": exc.budget_micro_usd / 1e6}
     return {}
 
 

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -35,10 +36,13 @@ from outpost.errors import (
     Unavailable,
 )
 from outpost.schemas.artifacts import ArtifactList, ArtifactRead, WorkspacePage
+from outpost.schemas.audit import AuditPage
 from outpost.schemas.dispatches import DispatchCreate, DispatchPage, DispatchRead, EventPage
 from outpost.schemas.git_credentials import GitCredentialList, GitCredentialRead, GitCredentialSet
 from outpost.schemas.keys import KeyCreate, KeyIssued, KeyRead
 from outpost.schemas.providers import ProviderRead, ProviderUpdate
+from outpost.schemas.secret_versions import SecretVersionList, SecretVersionRead
+from outpost.schemas.usage import UsageReport
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ResponseT = TypeVar("ResponseT")
@@ -218,15 +222,35 @@ class ApiClient:
         if response.is_error:
             raise error_from_response(response)
 
+    def list_key_versions(self, name: str) -> list[SecretVersionRead]:
+        return self._call("GET", f"/v1/providers/{_segment(name)}/key-versions", SecretVersionList).items
+
+    def retire_key_version(self, name: str, version: int) -> None:
+        response = self._send("DELETE", f"/v1/providers/{_segment(name)}/key-versions/{version}")
+        if response.is_error:
+            raise error_from_response(response)
+
     def list_git_credentials(self) -> list[GitCredentialRead]:
         return self._call("GET", "/v1/git-credentials", GitCredentialList).items
 
     def set_git_credential(self, host: str, body: GitCredentialSet) -> GitCredentialRead:
-        sent = {"username": body.username, "token": body.token.get_secret_value()}
+        sent = {
+            "username": body.username, "token": body.token.get_secret_value(),
+            "retire_previous": body.retire_previous,
+        }  # fmt: skip
         return self._call("PUT", f"/v1/git-credentials/{_segment(host)}", GitCredentialRead, json=sent)
 
     def delete_git_credential(self, host: str) -> None:
         response = self._send("DELETE", f"/v1/git-credentials/{_segment(host)}")
+        if response.is_error:
+            raise error_from_response(response)
+
+    def list_git_credential_versions(self, host: str) -> list[SecretVersionRead]:
+        path = f"/v1/git-credentials/{_segment(host)}/versions"
+        return self._call("GET", path, SecretVersionList).items
+
+    def retire_git_credential_version(self, host: str, version: int) -> None:
+        response = self._send("DELETE", f"/v1/git-credentials/{_segment(host)}/versions/{version}")
         if response.is_error:
             raise error_from_response(response)
 
@@ -248,6 +272,15 @@ class ApiClient:
 
     def list_workspaces(self) -> WorkspacePage:
         return self._call("GET", "/v1/workspaces", WorkspacePage)
+
+    def list_audit(self, after: int, limit: int, tenant: str | None = None) -> AuditPage:
+        params = {"after": after, "limit": limit, **({"tenant": tenant} if tenant else {})}
+        return self._call("GET", "/v1/audit", AuditPage, params=params)
+
+    def get_usage(self, group_by: str, since: date | None, until: date | None) -> UsageReport:
+        params = {"group_by": group_by, "since": since, "until": until}
+        sent = {name: str(value) for name, value in params.items() if value is not None}
+        return self._call("GET", "/v1/usage", UsageReport, params=sent)
 
     def delete_workspace(self, workspace_id: str) -> None:
         response = self._send("DELETE", f"/v1/workspaces/{_segment(workspace_id)}")

@@ -66,6 +66,7 @@ class EventPrinter:
         self._renderers: dict[str, Callable[[Data], list[_Line]]] = {
             "log": self._log, "status": _status, "notice": _notice, "agent": _agent, "usage": _usage,
             "provider_error": _provider_error, "egress": _egress, "artifacts": _artifacts,
+            "compute": _compute,
         }  # fmt: skip
 
     def show(self, event: EventRead) -> None:
@@ -188,6 +189,16 @@ def _usage(data: Data) -> list[_Line]:
     if counts["cache_read"] or counts["cache_write"]:
         tokens += f" (cache: {counts['cache_read']} read, {counts['cache_write']} written)"
     return [_Line(f"   tokens so far: {tokens}; ${cost:.4f}", "dim")]
+
+
+def _compute(data: Data) -> list[_Line]:
+    """What the run's sandbox used, as the ledger charges it."""
+    cpu_usec, memory_byte_s = _maybe_count(data, "cpu_usec"), _maybe_count(data, "memory_byte_s")
+    peak = _maybe_count(data, "memory_peak_bytes")
+    if cpu_usec is None or memory_byte_s is None or peak is None:
+        raise _Unexpected
+    used = f"{cpu_usec / 1e6:.2f} vCPU-s, {memory_byte_s / 2**30:.2f} GB-s of memory"
+    return [_Line(f"   compute: {used} (peak {display.size(peak)})", "dim")]
 
 
 def _provider_error(data: Data) -> list[_Line]:

@@ -6,6 +6,7 @@ Exit codes (mapped here, and nowhere else):
     2  a usage error (click)
     3  the server cannot be reached, is not ready, or failed
     4  `dispatch --wait/--follow`: the dispatch ended failed, timed_out or cancelled
+    5  `audit verify`: the audit log does not verify (a row edited, deleted or reordered)
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import sys
 import click
 
 from outpost import __version__
+from outpost.audit.verify import ChainBroken
 from outpost.cli.errors import DispatchUnsuccessful
 from outpost.errors import OutpostError, Unavailable
 
 EXIT_USER_ERROR = 1
 EXIT_UNAVAILABLE = 3
 EXIT_DISPATCH_UNSUCCESSFUL = 4
+EXIT_AUDIT_BROKEN = 5
 # Most specific first: the first class the error is an instance of decides.
 EXIT_CODES: list[tuple[type[OutpostError], int]] = [
     (DispatchUnsuccessful, EXIT_DISPATCH_UNSUCCESSFUL),
+    (ChainBroken, EXIT_AUDIT_BROKEN),
     (Unavailable, EXIT_UNAVAILABLE),
 ]
 # Command name → "module:attribute". A command's module is imported only when it runs: the server's
@@ -44,7 +48,10 @@ COMMANDS = {
     "agents": "outpost.cli.agents:agents",
     "providers": "outpost.cli.providers:providers",
     "git-credentials": "outpost.cli.git_credentials:git_credentials",
+    "secrets": "outpost.cli.secrets:secrets",
     "mcp": "outpost.cli.mcp:mcp",
+    "usage": "outpost.cli.usage:usage",
+    "audit": "outpost.cli.audit:audit",
 }
 
 
@@ -69,7 +76,7 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """Outpost: run AI coding agents as a fleet.
 
-    Commands other than serve, db and tenants talk to the server at OUTPOST_URL
+    Commands other than serve, db, tenants and secrets talk to the server at OUTPOST_URL
     (default http://127.0.0.1:8080) with the key in OUTPOST_API_KEY.
     """
 

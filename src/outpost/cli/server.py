@@ -11,10 +11,11 @@ from typing import TypeVar
 import click
 import uvicorn
 from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
 from outpost.api.app import create_app
 from outpost.app import Container, build_container
+from outpost.audit.entries import cli_origin
+from outpost.cli.offline import load_settings, offline_audit_log
 from outpost.db.migrate import upgrade_to_head
 from outpost.db.repositories.tenants import TenantRow
 from outpost.db.store import Store
@@ -24,21 +25,11 @@ from outpost.logs import configure_logging
 from outpost.schemas.convert import tenant_policy_read
 from outpost.schemas.keys import TenantCreate
 from outpost.schemas.tenants import TenantPolicyUpdate
+from outpost.secrets.startup import check_master_keys
+from outpost.services.audit import AuditService
 from outpost.services.keys import KeyService
-from outpost.settings import Settings
 
 T = TypeVar("T")
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except SettingsError as exc:  # a value that is not even parseable, e.g. malformed JSON
-        raise InvalidInput(f"invalid setting: {exc}; check the OUTPOST_* variables") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "__".join(str(part) for part in first["loc"]).upper()
-        raise InvalidInput(f"invalid setting OUTPOST_{field}: {first['msg']}") from exc
 
 
 @click.command()
@@ -50,6 +41,8 @@ def serve(host: str, port: int) -> None:
     """Run the embedded system: API, worker and store in one process."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    # Before the container exists: it would make a key file, and a wrong key must be one clear line.
+    asyncio.run(check_master_keys(settings))
     container = build_container(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     container.check_sandbox()  # before the server starts, so that the problem is one clear line
@@ -114,7 +107,7 @@ def tenants_create(name: str, admin: bool) -> None:
         ) from exc
 
     async def create(keys: KeyService) -> str:
-        tenant, issued = await keys.create_tenant(request.name, admin=request.admin)
+        tenant, issued = await keys.create_tenant(request.name, admin=request.admin, origin=cli_origin())
         return f"tenant {tenant.name} ({tenant.id})\n{issued.token}"
 
     click.echo(run_offline(create))
@@ -130,11 +123,25 @@ def tenants_create(name: str, admin: bool) -> None:
 @click.option("--egress-allow", "hosts", multiple=True, metavar="HOST", help="Replaces the egress hosts.")
 @click.option("--clear-limits", is_flag=True, help="Remove every cap not given in this command.")
 @click.option("--clear-egress", is_flag=True, help="Remove every egress host.")
+@click.option(
+    "--monthly-budget-usd", "budget_usd", type=float, metavar="USD",
+    help="What the tenant may spend per calendar month (UTC).",
+)  # fmt: skip
+@click.option("--clear-budget", is_flag=True, help="Remove the monthly budget.")
+@click.option(
+    "--max-concurrent-dispatches", "concurrency_cap", type=int, metavar="N",
+    help="How many of its dispatches may run at once; further ones wait queued.",
+)  # fmt: skip
+@click.option("--clear-concurrency-cap", is_flag=True, help="Remove the cap on dispatches at once.")
 def tenants_set(
     name: str,
     hosts: tuple[str, ...],
     clear_limits: bool,
     clear_egress: bool,
+    budget_usd: float | None,
+    clear_budget: bool,
+    concurrency_cap: int | None,
+    clear_concurrency_cap: bool,
     **caps: float | None,
 ) -> None:
     """Change tenant NAME's policy and print it as JSON.
@@ -142,12 +149,18 @@ def tenants_set(
     Each --max-* option sets one cap and keeps the others. A cap lowers the server's limit for this
     tenant, never raises it. --egress-allow (repeatable) replaces the tenant's list of hosts its runs may
     reach besides the server's and each dispatch's own: `host`, `*.suffix`, optional `:port`.
+    --monthly-budget-usd sets what its dispatches may cost per calendar month (UTC): past it, new
+    dispatches get 402 and running ones are stopped at their next model call.
+    --max-concurrent-dispatches caps how many of its dispatches are provisioning or running at once.
     """
-    update = policy_update(caps, hosts, clear_limits=clear_limits, clear_egress=clear_egress)
+    update = policy_update(
+        caps, hosts, clear_limits=clear_limits, clear_egress=clear_egress, budget_usd=budget_usd,
+        clear_budget=clear_budget, concurrency=(concurrency_cap, clear_concurrency_cap),
+    )  # fmt: skip
 
     async def apply(keys: KeyService) -> TenantRow:
         tenant = await keys.get_tenant_named(name)
-        return await keys.update_tenant_policy(tenant.id, update)
+        return await keys.update_tenant_policy(tenant.id, update, origin=cli_origin())
 
     click.echo(tenant_policy_read(run_offline(apply)).model_dump_json(indent=2))
 
@@ -164,7 +177,14 @@ def tenants_show(name: str) -> None:
 
 
 def policy_update(
-    caps: dict[str, float | None], hosts: tuple[str, ...], *, clear_limits: bool, clear_egress: bool
+    caps: dict[str, float | None],
+    hosts: tuple[str, ...],
+    *,
+    clear_limits: bool,
+    clear_egress: bool,
+    budget_usd: float | None = None,
+    clear_budget: bool = False,
+    concurrency: tuple[int | None, bool] = (None, False),
 ) -> TenantPolicyUpdate:
     """The options of `tenants set` as the API's merge patch. Raises InvalidInput naming the option."""
     given = {option.removeprefix("max_"): value for option, value in caps.items() if value is not None}
@@ -177,8 +197,13 @@ def policy_update(
         body["limits"] = given
     if clear_egress or hosts:
         body["egress_allow"] = list(hosts) or None
+    body.update(_budget_patch(budget_usd, clear_budget))
+    body.update(_concurrency_patch(*concurrency))
     if not body:
-        raise InvalidInput("nothing to change: give a --max-* option, --egress-allow, or a --clear-* option")
+        raise InvalidInput(
+            "nothing to change: give a --max-* option, --egress-allow, --monthly-budget-usd, or a --clear-*"
+            " option"
+        )
     try:
         return TenantPolicyUpdate.model_validate(body)
     except ValidationError as exc:
@@ -187,23 +212,45 @@ def policy_update(
         raise InvalidInput(f"{_option_of(first['loc'])}: {message}") from exc
 
 
+def _budget_patch(budget_usd: float | None, clear_budget: bool) -> dict[str, object]:
+    """The budget part of the merge patch: nothing, a new budget, or `null` to remove it."""
+    if clear_budget and budget_usd is not None:
+        raise InvalidInput("give either --monthly-budget-usd or --clear-budget, not both")
+    return {"monthly_budget_usd": budget_usd} if clear_budget or budget_usd is not None else {}
+
+
+def _concurrency_patch(cap: int | None, clear: bool) -> dict[str, object]:
+    """The concurrency cap's part of the merge patch: nothing, a new cap, or `null` to remove it."""
+    if clear and cap is not None:
+        raise InvalidInput("give either --max-concurrent-dispatches or --clear-concurrency-cap, not both")
+    return {"max_concurrent_dispatches": cap} if clear or cap is not None else {}
+
+
 def _option_of(loc: tuple[int | str, ...]) -> str:
     """The `tenants set` option a validation error is about: ('limits', 'pids') → --max-pids."""
     if loc[0] == "limits" and len(loc) > 1:
         return f"--max-{str(loc[1]).replace('_', '-')}"
+    if loc[0] == "monthly_budget_usd":
+        return "--monthly-budget-usd"
+    if loc[0] == "max_concurrent_dispatches":
+        return "--max-concurrent-dispatches"
     return "--egress-allow"
 
 
 def run_offline(work: Callable[[KeyService], Awaitable[T]]) -> T:
-    """Run `work` on the configured database directly (migrated first), without a server."""
+    """Run `work` on the configured database directly (migrated first), without a server, with the
+    server's master keys (made on a first start, as `serve` would). Raises MasterKeyError,
+    SecretUnreadable or AuditKeyMismatch when they are not the server's."""
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
 
     async def run() -> T:
         try:
-            await upgrade_to_head(store)
-            return await work(KeyService(store, 0))
+            await check_master_keys(settings)
+            audit = offline_audit_log(settings)
+            await AuditService(store, audit, settings.retention.audit_days).check_key()
+            return await work(KeyService(store, 0, audit))
         finally:
             await store.dispose()
 

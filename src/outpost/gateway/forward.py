@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import orjson
 
+from outpost.gateway.key_echo import ErrorBody
 from outpost.gateway.metering import UsageMeter, WireApi, wire_api_for
 from outpost.gateway.replies import error_body
 from outpost.gateway.tokens import CallRefusal, GatewayTokens, Grant
@@ -160,22 +161,23 @@ class Forwarder:
         meter = None
         if call.api is not None and response.status_code < 400:
             meter = UsageMeter(call.api, streaming=streaming, request_model=call.model)
-        sample = bytearray()
+        # An error body is relayed with the provider key masked, should the provider quote it.
+        error = ErrorBody(call.upstream.api_key, _ERROR_SAMPLE_BYTES) if response.status_code >= 400 else None
         try:
             async for chunk in response.aiter_raw():
                 if meter is not None:
                     meter.feed(chunk)
-                if response.status_code >= 400 and len(sample) < _ERROR_SAMPLE_BYTES:
-                    sample += chunk[: _ERROR_SAMPLE_BYTES - len(sample)]
-                await responder.body(chunk)
+                await _send_body(responder, error.feed(chunk) if error is not None else chunk)
+            if error is not None:
+                await _send_body(responder, error.finish())
         except httpx.HTTPError as exc:
             self._report_failure(call, 502, f"the provider's response broke off: {type(exc).__name__}")
             raise ConnectionAbortedError from exc  # the run must see a broken response, not an ending
         finally:
             self._report_usage(call, meter)  # tokens spent count even when the answer was cut off
-        if response.status_code >= 400:
+        if error is not None:
             failure = classify_failure(
-                response.status_code, dict(response.headers), bytes(sample), datetime.now(UTC)
+                response.status_code, dict(response.headers), bytes(error.sample), datetime.now(UTC)
             )
             if failure is not None:
                 call.grant.on_failure(call.upstream.name, failure)
@@ -198,6 +200,11 @@ class Forwarder:
             upstream, run = call.upstream.name, call.grant.run_id
             log.warning("no usage in %s's answer to %s (run %s)", upstream, call.path, run)
             self._report_failure(call, 502, "the provider's answer was malformed or incomplete (no usage)")
+
+
+async def _send_body(responder: Responder, chunk: bytes) -> None:
+    if chunk:  # the masking may hold a whole chunk back; an empty one is not sent
+        await responder.body(chunk)
 
 
 _ENCODED_SEPARATORS = ("%2e", "%2f", "%5c")

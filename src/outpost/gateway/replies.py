@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 
-_ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                    413: "request_too_large", 429: "rate_limit_error"}  # fmt: skip
+_ANTHROPIC_TYPES = {401: "authentication_error", 402: "billing_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error"}  # fmt: skip
 _GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                   504: "DEADLINE_EXCEEDED"}  # fmt: skip
 

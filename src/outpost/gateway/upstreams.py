@@ -8,6 +8,7 @@ from typing import Literal, Protocol
 
 from pydantic import SecretStr
 
+from outpost.domain.quotas import SERVER_ACCOUNT
 from outpost.settings import ProviderSettings
 
 KeyStyle = Literal["x-api-key", "bearer", "x-goog-api-key"]
@@ -31,6 +32,9 @@ class Upstream:
     base_url: str
     api_key: SecretStr | None
     key_style: KeyStyle
+    account: str = SERVER_ACCOUNT
+    """Whose provider account the calls count against: the server's, or a tenant's (its id) when the
+    tenant's own key or base URL is in force (quotas are recorded per account)."""
 
     def url(self, path: str, query: str) -> str:
         return f"{self.base_url.rstrip('/')}{path}{'?' + query if query else ''}"
@@ -45,9 +49,9 @@ class Upstream:
 
 
 class UpstreamResolver(Protocol):
-    async def upstream_for(self, tenant_id: str, name: str) -> Upstream | None:
+    async def upstream_for(self, tenant_id: str, name: str, *, run_id: str | None = None) -> Upstream | None:
         """The upstream a run of this tenant calls for provider `name` (with the key to send); None when
-        Outpost knows no such provider."""
+        Outpost knows no such provider. A tenant's key decrypted for it is audited for `run_id`."""
         ...
 
 

@@ -97,6 +97,16 @@ class OutputBatch:
     (perhaps in the next batch)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ComputeUsage:
+    """What a run used: CPU time of all its processes, memory held over its life, and peak memory."""
+
+    cpu_usec: int = 0
+    memory_byte_s: int = 0
+    """Memory in use integrated over time (sampled; see sandbox/compute.py)."""
+    memory_peak_bytes: int = 0
+
+
 class SandboxRun(Protocol):
     def output(self) -> AsyncIterator[OutputBatch]:
         """The run's output, stdout and stderr batches interleaved (order kept within each stream), until
@@ -116,6 +126,10 @@ class SandboxRun(Protocol):
 
     async def kill(self) -> None:
         """Kill every process of the run and return once they are gone. Idempotent; never raises."""
+
+    async def compute_usage(self) -> ComputeUsage:
+        """After `kill()`: the CPU time and memory the run used, for the ledger. Never raises; what the
+        backend cannot measure is zero."""
 
 
 class Sandbox(Protocol):

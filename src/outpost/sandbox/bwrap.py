@@ -28,6 +28,7 @@ from pathlib import Path
 from outpost.errors import InvalidInput, SandboxError
 from outpost.sandbox import bwrap_fs, cgroups, mounts
 from outpost.sandbox.base import (
+    ComputeUsage,
     InboundService,
     LimitName,
     OutputBatch,
@@ -40,6 +41,7 @@ from outpost.sandbox.bwrap_args import SANDBOX_PATH, WORKSPACE, as_user, bwrap_a
 from outpost.sandbox.bwrap_fs import DEFAULT_DISK, DEFAULT_RUN_DIR, HOME, DiskLimits, JobPaths
 from outpost.sandbox.cgroups import JobCgroup, Limits
 from outpost.sandbox.child import Child
+from outpost.sandbox.compute import MemorySampler
 from outpost.sandbox.egress_policy import compose_policy
 from outpost.sandbox.egress_proxy import EgressDecisionEvent, EgressListener, EgressProxy
 from outpost.sandbox.naming import instance_marker, workspaces_dir
@@ -70,6 +72,9 @@ class BwrapRun:
         self._listeners = listeners
         self._cleanups = on_gone
         self._max_line_bytes = max_line_bytes
+        self._memory = MemorySampler(cgroup.memory_bytes)
+        self._memory.start(self._child.wait())
+        self._compute: ComputeUsage | None = None
 
     def output(self) -> AsyncIterator[OutputBatch]:
         return merged_lines(self._child.stdout, self._child.stderr, self._max_line_bytes)
@@ -91,7 +96,9 @@ class BwrapRun:
         return "disk_full" if await asyncio.to_thread(self._paths.is_full) else None
 
     async def kill(self) -> None:
-        if self._cleanups:
+        first = bool(self._cleanups)
+        if first:
+            await self._memory.stop()
             # Freeze-kill-thaw everything but the outer bwrap (a fork bomb cannot outrun it); the outer
             # bwrap then exits and is reaped here, so no zombie is left for the host's init.
             await asyncio.to_thread(self._cgroup.kill, (self._child.pid,))
@@ -101,10 +108,21 @@ class BwrapRun:
         self._child.close_pipes()
         for listener in self._listeners:  # the egress proxy's and the services': they keep the
             await listener.close()  # sandbox's network namespace alive until closed
+        if first:  # every process is gone, and the cgroup (with its final counters) not yet
+            self._compute = await self._usage()
         # Once every process is gone: cgroup, staged files and uid are free (in a thread: a cgroup that
         # is still busy for a moment is retried with short sleeps).
         cleanups, self._cleanups = self._cleanups, []
         await asyncio.to_thread(_run_all, cleanups)
+
+    async def compute_usage(self) -> ComputeUsage:
+        """CPU time from the cgroup's accounting (cpuacct), memory-time from its sampled usage."""
+        return self._compute if self._compute is not None else await self._usage()
+
+    async def _usage(self) -> ComputeUsage:
+        memory = self._memory.integral
+        cpu_usec = await asyncio.to_thread(self._cgroup.cpu_usec)
+        return ComputeUsage(cpu_usec or 0, memory.byte_s, memory.peak_bytes)
 
 
 class BwrapSandbox:

@@ -159,6 +159,21 @@ class JobCgroup:
         except (OSError, ValueError) as exc:
             raise SandboxError(f"cannot read the usage of {self.dirs['memory']}: {exc}") from exc
 
+    def cpu_usec(self) -> int | None:
+        """CPU time the job's processes used so far, in microseconds (exited ones included); None once
+        the cgroup is gone."""
+        try:
+            return int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) // 1000
+        except (OSError, ValueError):
+            return None
+
+    def memory_bytes(self) -> int | None:
+        """Memory the job uses now (its page cache included); None once the cgroup is gone."""
+        try:
+            return int((self.dirs["memory"] / "memory.usage_in_bytes").read_text())
+        except (OSError, ValueError):
+            return None
+
     def remove(self) -> None:
         """Remove the job's cgroups; directories already gone are fine.
 

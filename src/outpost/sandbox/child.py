@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import resource
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ class Child:
         self.stdout, self._stdout_transport = stdout
         self.stderr, self._stderr_transport = stderr
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.rusage: resource.struct_rusage | None = None
+        """Once it has exited: its resource use, and that of the descendants it waited for."""
         self._watch_exit()
 
     @classmethod
@@ -76,7 +79,7 @@ class Child:
         pidfd = os.pidfd_open(self.pid)
 
         def on_exit() -> None:
-            code = self._popen.poll()  # reaps it: never blocks the loop, whatever woke us
+            code = self._reap()  # never blocks the loop, whatever woke us
             if code is None:
                 return  # not its exit after all: keep watching
             loop.remove_reader(pidfd)
@@ -85,6 +88,19 @@ class Child:
                 self._exited.set_result(code)
 
         loop.add_reader(pidfd, on_exit)
+
+    def _reap(self) -> int | None:
+        """Reap the process if it has exited (its exit status, or minus its signal), keeping its rusage;
+        None while it runs. wait4, not Popen.poll: only wait4 reports what the process used."""
+        try:
+            pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return self._popen.poll()  # reaped already (Popen's own cleanup)
+        if pid == 0:
+            return None
+        self.rusage = rusage
+        self._popen.returncode = os.waitstatus_to_exitcode(status)
+        return self._popen.returncode
 
 
 def _piped(stream: IO[bytes] | None) -> IO[bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 from outpost.errors import SandboxError
 from outpost.sandbox import procfs
 from outpost.sandbox.base import (
+    ComputeUsage,
     InboundService,
     LimitName,
     OutputBatch,
@@ -29,6 +31,7 @@ from outpost.sandbox.base import (
     ServedListener,
 )
 from outpost.sandbox.child import Child
+from outpost.sandbox.compute import MemorySampler
 from outpost.sandbox.home_files import place_home_files
 from outpost.sandbox.naming import instance_marker, workspaces_dir
 from outpost.sandbox.streams import merged_lines
@@ -42,6 +45,9 @@ class ProcessRun:
         self._marker = marker
         self._max_line_bytes = max_line_bytes
         self._home = home
+        # Its session: the run was started in a new one, whose id is its pid.
+        self._memory = MemorySampler(functools.partial(procfs.session_rss_bytes, process.pid))
+        self._memory.start(process.wait())
 
     def output(self) -> AsyncIterator[OutputBatch]:
         return merged_lines(self._process.stdout, self._process.stderr, self._max_line_bytes)
@@ -53,12 +59,25 @@ class ProcessRun:
         return None  # this backend sets no limits
 
     async def kill(self) -> None:
+        await self._memory.stop()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
         await asyncio.to_thread(procfs.kill_marked, self._marker)
         await self._process.wait()
         self._process.close_pipes()
         await asyncio.to_thread(shutil.rmtree, self._home, True)
+
+    async def compute_usage(self) -> ComputeUsage:
+        """Best effort, without cgroups: CPU time from the main process's rusage, which includes the
+        descendants it (or a descendant it waited for) waited for, but not those left running when it
+        ended or that detached; memory from the resident sizes of the run's session, sampled."""
+        memory = self._memory.integral
+        rusage = self._process.rusage
+        if rusage is None:
+            return ComputeUsage(0, memory.byte_s, memory.peak_bytes)
+        cpu_usec = round((rusage.ru_utime + rusage.ru_stime) * 1_000_000)
+        # ru_maxrss is in KiB: the largest single process, a floor for the session's peak.
+        return ComputeUsage(cpu_usec, memory.byte_s, max(memory.peak_bytes, rusage.ru_maxrss * 1024))
 
 
 class ProcessSandbox:

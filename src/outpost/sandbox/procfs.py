@@ -53,3 +53,25 @@ def kill_marked(marker_prefix: str, deadline_s: float = 5.0) -> int:
             time.sleep(0.002)  # all of them are dying already: let the kernel finish
         killed.update(marked)
     return len(killed)
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_STAT_SESSION = 3  # fields after the command name in /proc/PID/stat: state, ppid, pgrp, session, …
+_STAT_RSS = 21  # … and the resident set size in pages (field 24 of proc(5))
+
+
+def session_rss_bytes(session_id: int) -> int:
+    """The resident memory of every process in session `session_id`, summed (pages shared between them
+    count once per process). A process that left the session (setsid) is not counted."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if len(fields) > _STAT_RSS and int(fields[_STAT_SESSION]) == session_id:
+            total += int(fields[_STAT_RSS]) * _PAGE_BYTES
+    return total

@@ -17,6 +17,7 @@ from outpost.schemas.dispatches import (
     Usage,
     WorkspaceSpec,
 )
+from outpost.schemas.failover import FailoverSpec
 from outpost.schemas.keys import KeyRead
 from outpost.schemas.tenants import TenantLimits, TenantPolicyRead
 
@@ -45,8 +46,17 @@ def dispatch_read(row: DispatchRow, artifacts: list[ArtifactRead] | None = None)
             else WorkspaceSpec()
         ),
         push=PushSpec(branch=row.push_branch) if row.push_branch else None,
+        failover=FailoverSpec.model_validate(row.failover) if row.failover else None,
+        **_queue_fields(row),
         artifacts=artifacts or [],
     )  # fmt: skip
+
+
+def _queue_fields(row: DispatchRow) -> dict[str, object]:
+    """Why a queued dispatch waits; nothing once a worker took it (the claim clears both anyway)."""
+    if row.status != DispatchStatus.QUEUED:
+        return {}
+    return {"queue_reason": row.queue_reason, "not_before": row.not_before}
 
 
 def event_read(row: EventRow) -> EventRead:
@@ -65,4 +75,8 @@ def tenant_policy_read(row: TenantRow) -> TenantPolicyRead:
         id=row.id, name=row.name, created_at=row.created_at,
         limits=TenantLimits.model_validate(row.limits) if row.limits else None,
         egress_allow=row.egress_allow or [],
+        monthly_budget_usd=(
+            None if row.monthly_budget_micro_usd is None else row.monthly_budget_micro_usd / 1_000_000
+        ),
+        max_concurrent_dispatches=row.max_concurrent_dispatches,
     )  # fmt: skip

@@ -20,6 +20,7 @@ from outpost.domain.dispatch import AgentName, DispatchStatus, FailureReason, Ti
 from outpost.errors import InvalidInput
 from outpost.sandbox.egress_policy import parse_entry
 from outpost.schemas.artifacts import ArtifactRead
+from outpost.schemas.failover import FailoverSpec
 from outpost.schemas.text import StorableText
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
@@ -107,6 +108,7 @@ class DispatchCreate(BaseModel):
     egress_allow: Annotated[list[EgressEntry], Field(max_length=MAX_EGRESS_ENTRIES)] = Field(
         default_factory=list
     )
+    failover: FailoverSpec | None = None
 
     @field_validator("task")
     @classmethod
@@ -187,6 +189,15 @@ class DispatchRead(BaseModel):
     base_commit: str | None = Field(default=None, description="The commit the workspace started from.")
     workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
     push: PushSpec | None = None
+    failover: FailoverSpec | None = None
+    queue_reason: str | None = Field(
+        default=None,
+        description="While queued: why a worker does not take it yet (its tenant's concurrency cap, its "
+        "provider account out of quota); null when only a free worker slot is awaited.",
+    )
+    not_before: datetime | None = Field(
+        default=None, description="While queued for a provider's quota: the earliest time it is taken."
+    )
     artifacts: list[ArtifactRead] = Field(
         default_factory=list, description="Filled on `GET /v1/dispatches/{id}`; empty in list pages."
     )

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from outpost.sandbox.egress_policy import normalize_host
 from outpost.schemas.providers import MAX_API_KEY_CHARS, check_api_key
+from outpost.schemas.secret_versions import RETIRE_PREVIOUS_DESCRIPTION
 from outpost.workspaces.git import DEFAULT_USERNAME
 
 MAX_TOKEN_CHARS = MAX_API_KEY_CHARS
@@ -95,6 +96,7 @@ class GitCredentialSet(BaseModel):
         description="The default suits a GitHub or GitLab token (personal, fine-grained or app).",
     )
     token: GitToken = Field(description="A token or password. Never returned by the API.")
+    retire_previous: bool = Field(default=True, description=RETIRE_PREVIOUS_DESCRIPTION)
 
 
 class GitCredentialRead(BaseModel):

@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from outpost.schemas.secret_versions import RETIRE_PREVIOUS_DESCRIPTION
 
 MAX_BASE_URL_CHARS = 2048
 MAX_API_KEY_CHARS = 4096
@@ -56,6 +58,13 @@ class ProviderUpdate(BaseModel):
     base_url: BaseUrl | None = Field(
         default=None, description="Admin keys only: where the gateway sends this tenant's calls."
     )
+    retire_previous: bool = Field(default=True, description=RETIRE_PREVIOUS_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def retire_previous_goes_with_a_key(self) -> ProviderUpdate:
+        if "retire_previous" in self.model_fields_set and self.api_key is None:
+            raise ValueError("retire_previous applies only when api_key sets a new key")
+        return self
 
 
 class ProviderRead(BaseModel):

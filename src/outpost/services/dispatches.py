@@ -10,6 +10,8 @@ from sqlalchemy.exc import IntegrityError
 
 from outpost.agents.catalog import default_catalog, resolve_model
 from outpost.agents.registry import AgentRegistry
+from outpost.audit.entries import dispatch_cancelled, dispatch_submitted
+from outpost.audit.log import AuditLog
 from outpost.db.repositories import artifacts as artifact_repo
 from outpost.db.repositories import dispatches as repo
 from outpost.db.repositories import events as event_repo
@@ -17,6 +19,7 @@ from outpost.db.repositories import tenants as tenant_repo
 from outpost.db.repositories.artifacts import ArtifactRow
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.db.repositories.events import EventRow
+from outpost.db.repositories.workspaces import WorkspaceRow
 from outpost.db.store import Connection, Store
 from outpost.db.types import utc_now
 from outpost.domain.dispatch import DispatchStatus, Tier
@@ -24,7 +27,10 @@ from outpost.domain.ids import is_ulid, new_ulid
 from outpost.domain.limits import EffectiveLimits, ServerLimits, resolve_limits
 from outpost.errors import Conflict, InvalidInput, NotFound
 from outpost.events.base import EventBus
+from outpost.ledger.settlement import Ledger
 from outpost.schemas.dispatches import DispatchCreate
+from outpost.services.budgets import BudgetGuard
+from outpost.services.failover import stored_failover
 from outpost.services.keys import Principal
 from outpost.services.lifecycle import event_notice, transition
 from outpost.services.workspaces import hold_for_dispatch
@@ -57,9 +63,16 @@ class DispatchService:
         git: GitSettings,
         workspace_quota_bytes: int,
         bus: EventBus,
+        ledger: Ledger,
+        budgets: BudgetGuard | None = None,
+        *,
+        audit: AuditLog,
     ) -> None:
         self._store = store
+        self._audit = audit
+        self._budgets = budgets
         self._bus = bus
+        self._ledger = ledger
         self._git = git
         self._workspace_quota = workspace_quota_bytes
         self._queue = queue
@@ -84,8 +97,10 @@ class DispatchService:
 
         With an idempotency key, a repeat of the same request returns the first dispatch; a different
         request under a used key raises Conflict. Raises InvalidInput for requests over the server's
-        limits or the tenant's caps. The limits the dispatch runs with (the tenant's caps fill in what the
-        request leaves out) are stored with it, so the run uses them and reads show them.
+        limits or the tenant's caps, BudgetExceeded when the tenant's monthly budget is spent or what
+        remains of it is less than the request's `max_cost_usd` (a replay is answered all the same).
+        The limits the dispatch runs with (the tenant's caps fill in what the request leaves out) are
+        stored with it, so the run uses them and reads show them.
         """
         effective = await self._check_request(caller, request)
         request_sha256 = _request_digest(request)
@@ -96,12 +111,16 @@ class DispatchService:
                     earlier = await repo.get_by_idempotency_key(conn, caller.tenant_id, idempotency_key)
                     if earlier is not None:
                         return Submitted(_replayed(earlier, request_sha256), created=False)
+                if self._budgets is not None:
+                    await self._budgets.admit(conn, caller.tenant_id, row.max_cost_micro_usd)
+                new_workspace = None
                 if request.workspace.mode == "persistent":
-                    row = await self._with_workspace(conn, row, request.workspace.name or "")
+                    row, new_workspace = await self._with_workspace(conn, row, request.workspace.name or "")
                 await repo.insert_dispatch(conn, row)
                 queued = EventRow(row.id, 1, row.created_at, "status", {"status": "queued", "attempt": 0})
                 await event_repo.insert_events(conn, [queued])
                 await self._queue.enqueue(conn, row.id)
+                await self._audit.append(conn, *dispatch_submitted(row, new_workspace, caller.origin))
         except IntegrityError:
             # Two requests with the same new idempotency key raced, or created the same persistent
             # workspace; the other one committed first.
@@ -163,18 +182,25 @@ class DispatchService:
         cancelled here.
         """
         row = await self.get(caller, dispatch_id)
-        if DispatchStatus(row.status).is_active and await self._queue.request_abort(row.id):
+        was_active = DispatchStatus(row.status).is_active  # only then is the cancel audited
+        if was_active and await self._queue.request_abort(row.id):
             await self._queue.wait_stopped(row.id, self._abort_grace_s)
         for _ in range(_CANCEL_RETRIES):
             async with self._store.write() as conn:
                 current = await repo.get_dispatch(conn, row.id)
                 if current is None or DispatchStatus(current.status).is_terminal:
+                    if current is not None and was_active:  # the worker stopped it for this cancel
+                        await self._audit.append(conn, dispatch_cancelled(current, caller.origin))
                     return current or row
                 updated = await transition(conn, current, DispatchStatus.CANCELLED)
-            if updated is not None:
-                self._bus.publish([event_notice(updated)])
+                settled = await self._ledger.settle(conn, updated) if updated is not None else None
+                if settled is not None:
+                    await self._audit.append(conn, dispatch_cancelled(settled.dispatch, caller.origin))
+            if settled is not None:
+                self._ledger.published([settled])
+                self._bus.publish([event_notice(settled.dispatch)])
                 await self._queue.request_abort(row.id)
-                return updated
+                return settled.dispatch
         raise Conflict(f"dispatch {dispatch_id} kept changing while it was being cancelled; try again")
 
     async def events(self, caller: Principal, dispatch_id: str, after_seq: int, limit: int) -> list[EventRow]:
@@ -196,13 +222,16 @@ class DispatchService:
         self._agents.check_available(request.agent)
         return effective
 
-    async def _with_workspace(self, conn: Connection, row: DispatchRow, name: str) -> DispatchRow:
-        """`row` holding the tenant's persistent workspace `name`; a workspace made from a repository
-        keeps working on it when the request names none."""
+    async def _with_workspace(
+        self, conn: Connection, row: DispatchRow, name: str
+    ) -> tuple[DispatchRow, WorkspaceRow | None]:
+        """`row` holding the tenant's persistent workspace `name`, and the workspace if this made it; a
+        workspace made from a repository keeps working on it when the request names none."""
         url = row.repo["url"] if row.repo else None
-        held = await hold_for_dispatch(conn, row.tenant_id, name, row.id, url, self._workspace_quota)
+        held, created = await hold_for_dispatch(conn, row.tenant_id, name, row.id, url, self._workspace_quota)
         repo_spec = row.repo or ({"url": held.repo_url} if held.repo_url else None)
-        return replace(row, workspace_id=held.id, workspace_name=held.name, repo=repo_spec)
+        row = replace(row, workspace_id=held.id, workspace_name=held.name, repo=repo_spec)
+        return row, held if created else None
 
     def _checked_repo(self, request: DispatchCreate) -> dict[str, str] | None:
         """The repository as stored: its normalized URL and the ref (omitted: the default branch).
@@ -239,6 +268,9 @@ class DispatchService:
             limits=effective.sandbox or None, repo=self._checked_repo(request),
             push_branch=check_push_branch(request.push.branch, self._git) if request.push else None,
             egress_allow=request.egress_allow or None,
+            failover=stored_failover(
+                default_catalog(), request.agent, request.tier, request.model, request.failover
+            ),
             idempotency_key=idempotency_key, request_sha256=request_sha256, created_at=utc_now(),
             started_at=None, finished_at=None, exit_code=None, result=None, failure_reason=None,
             failure_detail=None, input_tokens=0, output_tokens=0, cache_read_tokens=0,

@@ -17,6 +17,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from outpost.audit import entries as audit_entries
+from outpost.audit.chain import SYSTEM, Origin
+from outpost.audit.log import AuditLog
 from outpost.db.repositories import tenants as repo
 from outpost.db.repositories.tenants import ApiKeyRow, TenantRow
 from outpost.db.store import Store
@@ -40,6 +43,13 @@ class Principal:
     tenant_id: str
     key_id: str
     is_admin: bool
+    source_ip: str | None = None
+    """The address the request came from (as the server saw it), for the audit log."""
+
+    @property
+    def origin(self) -> Origin:
+        """The caller as the audit log names it."""
+        return Origin(f"key:{self.key_id}", self.source_ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +70,16 @@ def _split_token(token: str) -> tuple[str, str] | None:
 
 
 class KeyService:
-    def __init__(self, store: Store, cache_ttl_s: float) -> None:
+    def __init__(self, store: Store, cache_ttl_s: float, audit: AuditLog) -> None:
         self._store = store
         self._cache_ttl_s = cache_ttl_s
+        self._audit = audit
         # token digest → (principal, key expiry, cached at): spares a database read on every request.
         self._cache: dict[str, tuple[Principal, datetime | None, float]] = {}
 
-    async def create_tenant(self, name: str, *, admin: bool) -> tuple[TenantRow, IssuedKey]:
+    async def create_tenant(
+        self, name: str, *, admin: bool, origin: Origin = SYSTEM
+    ) -> tuple[TenantRow, IssuedKey]:
         """Create a tenant and its first key. Raises Conflict when the name is taken."""
         tenant = TenantRow(id=new_ulid(), name=name, created_at=utc_now())
         issued = self._new_key(tenant.id, "initial", is_admin=admin, expires_at=None)
@@ -74,6 +87,7 @@ class KeyService:
             async with self._store.write() as conn:
                 await repo.insert_tenant(conn, tenant)
                 await repo.insert_key(conn, issued.row)
+                await self._audit.append(conn, audit_entries.tenant_created(tenant, issued.row, origin))
         except IntegrityError as exc:
             raise Conflict(f"a tenant named {name!r} already exists") from exc
         return tenant, issued
@@ -94,19 +108,27 @@ class KeyService:
             raise NotFound(f"no tenant named {name!r}; `outpost tenants create {name}` makes one")
         return row
 
-    async def update_tenant_policy(self, tenant_id: str, update: TenantPolicyUpdate) -> TenantRow:
+    async def update_tenant_policy(
+        self, tenant_id: str, update: TenantPolicyUpdate, *, origin: Origin = SYSTEM
+    ) -> TenantRow:
         """Apply a policy update; queued dispatches see new egress hosts when they start, new caps apply
-        to dispatches submitted from now on. Raises NotFound. Callers check that the caller is an admin."""
+        to dispatches submitted from now on, a new budget to the next submit and, within
+        `OUTPOST_LIMITS__SPEND_REFRESH_MS`, to the next model call of running ones. Raises NotFound.
+        Callers check that the caller is an admin."""
         async with self._store.write() as conn:
             row = await repo.get_tenant(conn, tenant_id)
             if row is None:
                 raise NotFound(f"no tenant {tenant_id!r}")
+            before = row
             row = replace(
                 row,
                 limits=update.merged_limits(row.limits),
                 egress_allow=update.merged_egress_allow(row.egress_allow),
+                monthly_budget_micro_usd=update.merged_monthly_budget(row.monthly_budget_micro_usd),
+                max_concurrent_dispatches=update.merged_concurrency_cap(row.max_concurrent_dispatches),
             )
-            await repo.update_tenant_policy(conn, row.id, row.limits, row.egress_allow)
+            await repo.update_tenant_policy(conn, row)
+            await self._audit.append(conn, audit_entries.tenant_policy_changed(before, row, origin))
         return row
 
     async def create_key(self, caller: Principal, request: KeyCreate) -> IssuedKey:
@@ -120,6 +142,7 @@ class KeyService:
             if await repo.get_tenant(conn, tenant_id) is None:
                 raise NotFound(f"no tenant {tenant_id!r}")
             await repo.insert_key(conn, issued.row)
+            await self._audit.append(conn, audit_entries.key_created(issued.row, caller.origin))
         return issued
 
     async def list_keys(self, caller: Principal) -> list[ApiKeyRow]:
@@ -135,6 +158,7 @@ class KeyService:
             if row.revoked_at is None:
                 row = replace(row, revoked_at=utc_now())
                 await repo.revoke_key(conn, key_id, row.revoked_at)
+                await self._audit.append(conn, audit_entries.key_revoked(row, caller.origin))
         self._cache = {digest: entry for digest, entry in self._cache.items() if entry[0].key_id != key_id}
         return row
 
@@ -145,29 +169,39 @@ class KeyService:
             row = await repo.get_key(conn, principal.tenant_id, principal.key_id)
         return row is not None and row.revoked_at is None and not _expired(row.expires_at)
 
-    async def authenticate(self, token: str) -> Principal:
-        """The principal of a valid key. Raises AuthenticationFailed, with one message whatever was wrong."""
+    async def authenticate(self, token: str, source_ip: str | None = None) -> Principal:
+        """The principal of a valid key (`token`, empty when the request sent none), with the address the
+        request came from. Raises AuthenticationFailed, with one message whatever was wrong; the audit
+        log records each failure and why."""
         digest = _digest(token)
         cached = self._cache.get(digest)
         now = time.monotonic()
         if cached and now - cached[2] < self._cache_ttl_s and not _expired(cached[1]):
-            return cached[0]
-        principal, expires_at = await self._verify(token)
+            return replace(cached[0], source_ip=source_ip) if source_ip else cached[0]
+        try:
+            principal, expires_at = await self._verify(token)
+        except _KeyRefused as refused:
+            failure = audit_entries.auth_failed(refused.reason, refused.prefix, source_ip)
+            await self._audit.record(self._store, [failure])
+            raise AuthenticationFailed(INVALID_KEY) from None
         if len(self._cache) >= _CACHE_MAX_ENTRIES:
             self._cache.clear()
         self._cache[digest] = (principal, expires_at, now)
-        return principal
+        return replace(principal, source_ip=source_ip) if source_ip else principal
 
     async def _verify(self, token: str) -> tuple[Principal, datetime | None]:
+        """Raises _KeyRefused saying why."""
         parts = _split_token(token)
         if parts is None:
-            raise AuthenticationFailed(INVALID_KEY)
+            raise _KeyRefused("malformed" if token else "missing", None)
         async with self._store.read() as conn:
             row = await repo.find_key_by_prefix(conn, parts[0])
-        if row is None or not hmac.compare_digest(row.secret_sha256, _digest(parts[1])):
-            raise AuthenticationFailed(INVALID_KEY)
+        if row is None:
+            raise _KeyRefused("unknown", parts[0])
+        if not hmac.compare_digest(row.secret_sha256, _digest(parts[1])):
+            raise _KeyRefused("wrong_secret", parts[0])
         if row.revoked_at is not None or _expired(row.expires_at):
-            raise AuthenticationFailed(INVALID_KEY)
+            raise _KeyRefused("revoked" if row.revoked_at is not None else "expired", parts[0])
         return Principal(tenant_id=row.tenant_id, key_id=row.id, is_admin=row.is_admin), row.expires_at
 
     @staticmethod
@@ -186,6 +220,15 @@ class KeyService:
             revoked_at=None,
         )
         return IssuedKey(row=row, token=f"{KEY_SCHEME}_{prefix}_{secret}")
+
+
+class _KeyRefused(Exception):
+    """Why a key was refused, for the audit log only: the caller is told the same whatever it was."""
+
+    def __init__(self, reason: str, prefix: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.prefix = prefix
 
 
 def _expired(expires_at: datetime | None) -> bool:

@@ -22,6 +22,7 @@ from outpost.db.repositories.artifacts import ArtifactRow
 from outpost.db.store import Store
 from outpost.db.types import utc_now
 from outpost.errors import InvalidInput
+from outpost.services.audit import AuditService
 from outpost.services.retention_settings import RetentionSettings
 from outpost.storage.base import ObjectStore
 from outpost.storage.disk_guard import DiskGuard, DiskState, measure_usage
@@ -52,6 +53,8 @@ class SweepReport:
     """The evicted artifacts' summed size."""
     usage_bytes: int
     """The data dir's usage measured at the end of the sweep."""
+    audit_rows_deleted: int = 0
+    """Audit log rows older than `audit_days`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class RetentionJanitor:
         data_dir: Path,
         *,
         objects_in_data_dir: bool = True,
+        audit: AuditService | None = None,
     ) -> None:
         self._store = store
         self._objects = objects
@@ -87,6 +91,7 @@ class RetentionJanitor:
         # With a remote object store (S3), deleting artifacts frees nothing under the data dir: the cap
         # must not then delete every artifact in a vain attempt to get under it.
         self._objects_in_data_dir = objects_in_data_dir
+        self._audit = audit  # None: the audit log is left alone (tests of the other steps)
         self._last: SweepReport | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -101,20 +106,22 @@ class RetentionJanitor:
         return StorageStatus(self._guard.state(), usage, cap, over, self._last)
 
     async def sweep(self, now: datetime) -> SweepReport:
-        """Delete expired artifacts and old events, then enforce the disk cap. Raises what the store or
-        the object store raise (Unavailable); what was deleted before the error stays deleted."""
+        """Delete expired artifacts, old events and old audit rows, then enforce the disk cap. Raises what
+        the store or the object store raise (Unavailable); what was deleted before the error stays deleted."""
         expired = await self._delete_expired(now)
         events = await self._delete_old_events(now - timedelta(days=self._settings.event_days))
+        audit_rows = await self._audit.prune(now) if self._audit else 0
         usage = await asyncio.to_thread(measure_usage, self._data_dir)
         evicted, freed = await self._enforce_cap(usage)
         if evicted:
             usage = await asyncio.to_thread(measure_usage, self._data_dir)
-        report = SweepReport(now, utc_now(), expired, events, evicted, freed, usage)
+        report = SweepReport(now, utc_now(), expired, events, evicted, freed, usage, audit_rows)
         self._last = report
-        if expired or events or evicted:
+        if expired or events or evicted or audit_rows:
             log.info(
-                "retention sweep deleted %d expired artifacts, %d events and %d artifacts (%d bytes) over "
-                "the disk cap; the data dir takes %d bytes", expired, events, evicted, freed, usage,
+                "retention sweep deleted %d expired artifacts, %d events, %d audit rows and %d artifacts "
+                "(%d bytes) over the disk cap; the data dir takes %d bytes",
+                expired, events, audit_rows, evicted, freed, usage,
             )  # fmt: skip
         return report
 

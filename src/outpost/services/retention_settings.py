@@ -9,7 +9,8 @@ GIB = 1024**3
 
 
 class RetentionSettings(BaseModel):
-    """How long runs' artifacts and events are kept, and how much disk the data dir may take."""
+    """How long runs' artifacts and events and the audit log are kept, and how much disk the data dir may
+    take."""
 
     artifact_days: int = Field(default=30, ge=1, le=3650)
     """Days a run's artifacts are kept. Each artifact's expiry is fixed when it is written, so a change
@@ -35,5 +36,8 @@ class RetentionSettings(BaseModel):
     outputs_max_total_bytes: int = Field(default=500 * MIB, ge=0)
     """Most bytes of a run's outputs directory kept as artifacts, all files together; a file that would
     go past it is left out."""
+    audit_days: int = Field(default=365, ge=1, le=36_500)
+    """Days audit log rows are kept. Older rows are deleted once a day, whole UTC days at a time, after a
+    row recording the cut (so that `outpost audit verify` still verifies what is left)."""
     sweep_interval_s: float = Field(default=300.0, ge=1, le=24 * 3600)
     """Time between two retention sweeps (each deletes what expired and enforces the disk cap)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from outpost.agents.events import Usage
+from outpost.db.repositories import claims as claim_repo
 from outpost.db.repositories import dispatches as repo
 from outpost.db.repositories import events as event_repo
 from outpost.db.repositories import tenants as tenant_repo
@@ -16,6 +17,8 @@ from outpost.db.store import Store
 from outpost.db.types import utc_now
 from outpost.domain.dispatch import ACTIVE_STATUSES, DispatchStatus, FailureReason
 from outpost.events.base import EventBus, EventNotice
+from outpost.ledger.settlement import Ledger, Settlement
+from outpost.services.admission import Admission
 from outpost.services.lifecycle import event_notice, transition
 
 
@@ -41,25 +44,27 @@ class NewEvent:
 
 
 class RunService:
-    def __init__(self, store: Store, max_attempts: int, bus: EventBus) -> None:
+    def __init__(
+        self, store: Store, max_attempts: int, bus: EventBus, ledger: Ledger, admission: Admission
+    ) -> None:
         self._store = store
         self._max_attempts = max_attempts
         self._bus = bus
+        self._ledger = ledger
+        self._admission = admission
 
     async def claim(self, limit: int) -> list[DispatchRow]:
-        """Move up to `limit` of the oldest queued dispatches to `provisioning`, starting a new attempt."""
+        """Move up to `limit` of the oldest queued dispatches that may run now to `provisioning`, starting
+        a new attempt; the others that may not (tenant cap, provider quota) stay queued with the reason
+        (see `Admission`)."""
         # A read first: on SQLite it is far cheaper than taking the write lock to find nothing.
         async with self._store.read() as conn:
-            if not await repo.any_queued(conn):
+            if not await claim_repo.any_due(conn, utc_now()):
                 return []
         async with self._store.write() as conn:
-            claimed = []
-            for row in await repo.select_queued(conn, self._store.dialect, limit):
-                updated = await transition(conn, row, DispatchStatus.PROVISIONING, attempt=row.attempt + 1)
-                if updated is not None:
-                    claimed.append(updated)
-        self._bus.publish(event_notice(row) for row in claimed)
-        return claimed
+            admitted = await self._admission.claim(conn, self._store.dialect, limit)
+        self._bus.publish(event_notice(row) for row in [*admitted.claimed, *admitted.held])
+        return admitted.claimed
 
     async def mark_running(self, row: DispatchRow, base_commit: str | None = None) -> DispatchRow | None:
         """`provisioning` → `running`, with the commit its workspace started from; None when the
@@ -95,7 +100,9 @@ class RunService:
         return True
 
     async def finish(self, dispatch_id: str, outcome: Outcome) -> DispatchRow | None:
-        """Record the terminal state, unless the dispatch already has one (a cancel won the race)."""
+        """Record the terminal state and settle the dispatch's cost, unless it already has one (a cancel
+        won the race)."""
+        settled: Settlement | None = None
         async with self._store.write() as conn:
             current = await repo.get_dispatch(conn, dispatch_id)
             if current is None or DispatchStatus(current.status).is_terminal:
@@ -105,8 +112,12 @@ class RunService:
                 conn, current, outcome.status, reason=outcome.reason, detail=outcome.detail,
                 exit_code=outcome.exit_code, result=outcome.result, **_usage_values(outcome),
             )  # fmt: skip
-        if finished is not None:
-            self._bus.publish([event_notice(finished)])
+            if finished is not None:
+                settled = await self._ledger.settle(conn, finished)
+        if settled is not None:
+            self._ledger.published([settled])
+            self._bus.publish([event_notice(settled.dispatch)])
+            return settled.dispatch
         return finished
 
     async def reconcile_lost(self) -> tuple[int, int]:
@@ -117,6 +128,7 @@ class RunService:
         """
         queued_again = failed = 0
         moved: list[DispatchRow | None] = []
+        settled: list[Settlement] = []
         async with self._store.write() as conn:
             for row in await repo.list_by_status(conn, ACTIVE_STATUSES):
                 if row.attempt < self._max_attempts:
@@ -125,20 +137,21 @@ class RunService:
                     queued_again += 1
                 else:
                     detail = f"the worker was lost during attempt {row.attempt} of {self._max_attempts}"
-                    moved.append(await transition(
+                    lost = await transition(
                         conn, row, DispatchStatus.FAILED, reason=FailureReason.WORKER_LOST, detail=detail
-                    ))  # fmt: skip
+                    )  # fmt: skip
+                    moved.append(lost)
+                    if lost is not None:
+                        settled.append(await self._ledger.settle(conn, lost))
                     failed += 1
+        self._ledger.published(settled)
         self._bus.publish(event_notice(row) for row in moved if row is not None)
         return queued_again, failed
 
 
 def _usage_values(outcome: Outcome) -> dict[str, Any]:
-    usage = outcome.usage
-    if usage is None:
-        return {"cli_cost_micro_usd": outcome.cli_cost_micro_usd} if outcome.cli_cost_micro_usd else {}
-    return {
-        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-        "cache_read_tokens": usage.cache_read_tokens, "cache_write_tokens": usage.cache_write_tokens,
-        "cost_micro_usd": outcome.cost_micro_usd, "cli_cost_micro_usd": outcome.cli_cost_micro_usd,
-    }  # fmt: skip
+    """The CLI's own cost report (a cross-check). Tokens and cost are the settlement's, from the
+    metered events: the meter's totals in `outcome` are its running view of the same calls."""
+    if outcome.usage is None and not outcome.cli_cost_micro_usd:
+        return {}
+    return {"cli_cost_micro_usd": outcome.cli_cost_micro_usd}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from outpost.audit import entries as audit_entries
+from outpost.audit.log import AuditLog
 from outpost.db.repositories import workspaces as workspace_repo
 from outpost.db.repositories.workspaces import WorkspaceRow
 from outpost.db.store import Connection, Store
@@ -22,11 +24,12 @@ from outpost.workspaces.settings import WorkspaceSettings
 
 async def hold_for_dispatch(
     conn: Connection, tenant_id: str, name: str, dispatch_id: str, repo_url: str | None, quota_bytes: int
-) -> WorkspaceRow:
+) -> tuple[WorkspaceRow, bool]:
     """Inside the submit transaction: the tenant's workspace `name` (created on first use), now held by
-    `dispatch_id`. Raises Conflict when another dispatch holds it or it was made from another
-    repository, InvalidInput when the tenant's quota is used up."""
+    `dispatch_id`, and whether this created it. Raises Conflict when another dispatch holds it or it was
+    made from another repository, InvalidInput when the tenant's quota is used up."""
     row = await workspace_repo.get_by_name(conn, tenant_id, name)
+    created = row is None
     if row is None:
         now = utc_now()
         row = WorkspaceRow(new_ulid(), tenant_id, name, repo_url, 0, None, now, now)
@@ -41,12 +44,15 @@ async def hold_for_dispatch(
         )
     if not await workspace_repo.claim(conn, row.id, dispatch_id, utc_now()):
         raise Conflict(f"workspace {name!r} is in use by dispatch {row.busy_dispatch_id}; wait for it to end")
-    return row
+    return row, created
 
 
 class WorkspaceService:
-    def __init__(self, store: Store, persistent: PersistentStore, settings: WorkspaceSettings) -> None:
+    def __init__(
+        self, store: Store, persistent: PersistentStore, settings: WorkspaceSettings, audit: AuditLog
+    ) -> None:
         self._store = store
+        self._audit = audit
         self.persistent = persistent
         self.settings = settings
 
@@ -70,6 +76,7 @@ class WorkspaceService:
                 raise NotFound(f"no workspace {workspace_id!r}")
             if not await workspace_repo.delete_if_idle(conn, row.id, caller.tenant_id):
                 raise Conflict(f"workspace {row.name!r} is in use by dispatch {row.busy_dispatch_id}")
+            await self._audit.append(conn, audit_entries.workspace_deleted(row, caller.origin))
         await self.persistent.remove(row.tenant_id, row.id)
 
     async def record_size(self, workspace_id: str, size_bytes: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -29,14 +30,22 @@ def build_object_store(settings: StorageSettings, data_dir: Path) -> ObjectStore
     return FilesystemObjectStore(data_dir / "artifacts")
 
 
-def build_url_signer(settings: StorageSettings, derived_key: bytes) -> UrlSigner:
+def build_url_signer(
+    settings: StorageSettings, derived_key: bytes, previous_keys: Sequence[bytes] = ()
+) -> UrlSigner:
     """The signer of download links: the configured key, else `derived_key` (derived from the master
-    key, so every server sharing the master key accepts the others' links, and links survive restarts)."""
+    key, so every server sharing the master key accepts the others' links, and links survive restarts).
+    `previous_keys` (derived from previous master keys) still verify links signed before a rotation."""
     configured = _reveal(settings.url_signing_key)
-    key = configured.encode() if configured else derived_key
+    if configured:
+        return UrlSigner(_long_enough(configured.encode()), ttl_s=settings.url_ttl_s)
+    return UrlSigner(_long_enough(derived_key), ttl_s=settings.url_ttl_s, previous_keys=previous_keys)
+
+
+def _long_enough(key: bytes) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(f"a URL signing key is at least {MIN_KEY_BYTES} bytes")
-    return UrlSigner(key, ttl_s=settings.url_ttl_s)
+    return key
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from outpost.errors import InvalidInput, PermissionDenied
 
@@ -33,7 +33,8 @@ class UrlSigner:
 
     `max_ttl_s` (default `ttl_s`) is the longest life a link may have: `verify` refuses links that
     expire later than that from now, which also retires longer-lived links at once when an operator
-    shortens the lifetime. `clock` returns Unix seconds (tests pass a fake one).
+    shortens the lifetime. `clock` returns Unix seconds (tests pass a fake one). `previous_keys` verify
+    but never sign: links signed before a key rotation keep working until they expire.
     """
 
     def __init__(
@@ -42,12 +43,14 @@ class UrlSigner:
         ttl_s: int = 3600,
         clock: Callable[[], float] = time.time,
         max_ttl_s: int | None = None,
+        previous_keys: Sequence[bytes] = (),
     ) -> None:
-        if len(key) < MIN_KEY_BYTES:
+        if any(len(each) < MIN_KEY_BYTES for each in (key, *previous_keys)):
             raise InvalidInput(f"the URL signing key must be at least {MIN_KEY_BYTES} bytes")
         if ttl_s < 1:
             raise InvalidInput("the signed URL lifetime must be at least 1 second")
         self._key = key
+        self._keys = (key, *previous_keys)
         self._ttl_s = ttl_s
         self._max_ttl_s = max(ttl_s, max_ttl_s or ttl_s)
         self._clock = clock
@@ -68,7 +71,7 @@ class UrlSigner:
         expires = now + self._ttl_s if expires_at is None else expires_at
         if expires > now + self._max_ttl_s:
             raise InvalidInput(f"a signed URL may live at most {self._max_ttl_s} seconds")
-        return f"expires={expires}&signature={self._signature(path, expires)}"
+        return f"expires={expires}&signature={self._signature(path, expires, self._key)}"
 
     def verify(self, path: str, query_params: Mapping[str, str]) -> None:
         """Return when `query_params` (the request's query) validly sign `path` and have not expired;
@@ -80,9 +83,13 @@ class UrlSigner:
         if not _DIGITS.fullmatch(expires_text) or not _SIGNATURE.fullmatch(signature):
             raise SignatureInvalid("the link's signature is malformed")
         expires = int(expires_text)
-        expected = self._signature(path, expires)
         # The signature is checked first, so an unsigned request learns nothing about expiry rules.
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
+        # Every key is tried, so the time taken does not tell which one matched.
+        matches = [
+            hmac.compare_digest(self._signature(path, expires, key).encode(), signature.encode())
+            for key in self._keys
+        ]
+        if not any(matches):
             raise SignatureInvalid("the link's signature does not match; it was altered or is not ours")
         now = self._clock()
         if expires <= now:
@@ -90,8 +97,8 @@ class UrlSigner:
         if expires > now + self._max_ttl_s + CLOCK_SKEW_S:
             raise SignatureInvalid("the link expires further ahead than links may live")
 
-    def _signature(self, path: str, expires: int) -> str:
+    def _signature(self, path: str, expires: int, key: bytes) -> str:
         # surrogatepass: any str has one encoding, so a path with a lone surrogate cannot crash this.
         message = f"outpost-url-v1\n{expires}\n{path}".encode("utf-8", "surrogatepass")
-        mac = hmac.new(self._key, message, hashlib.sha256).digest()
+        mac = hmac.new(key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

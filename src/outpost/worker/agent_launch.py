@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from outpost.agents.base import AgentAdapter, AgentRun, GatewayAccess
@@ -18,8 +18,11 @@ from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import Tier
 from outpost.gateway.server import ModelGateway
 from outpost.gateway.tokens import Grant
-from outpost.gateway.upstreams import UpstreamResolver
+from outpost.gateway.upstreams import Upstream, UpstreamResolver
 from outpost.sandbox.base import EventSink, InboundService, RequestedLimits, Sandbox, SandboxSpec
+from outpost.services.budgets import BudgetGuard
+from outpost.services.quotas import QuotaBook
+from outpost.worker.run_budget import RunBudget
 from outpost.worker.run_meter import RunMeter
 from outpost.worker.run_outputs import OUTPUTS_ENV
 from outpost.worker.run_report import RunReport
@@ -35,6 +38,10 @@ class AgentRuntime:
     catalog: Catalog
     install_dir: Path
     max_turns: int
+    budgets: BudgetGuard | None = None
+    """Checks each model call against the dispatch's and its tenant's budgets; None: no checks."""
+    quotas: QuotaBook | None = None
+    """Records provider accounts out of quota and holds runs' calls on them; None: no quota awareness."""
 
 
 @dataclass(slots=True)
@@ -43,10 +50,10 @@ class Launch:
     report: RunReport
     meter: RunMeter | None
     token: str | None
+    budget: RunBudget | None = None
 
     def revoke(self, runtime: AgentRuntime) -> None:
-        if self.token is not None:
-            runtime.gateway.tokens.revoke(self.token)
+        _release(runtime, self.token, self.budget)
 
 
 async def prepare_launch(
@@ -63,13 +70,13 @@ async def prepare_launch(
 ) -> Launch:
     """Raises InvalidInput when the dispatch's model is no longer in the catalog, SandboxError when the
     gateway cannot be made reachable, SecretUnreadable when the tenant's provider key cannot be decrypted.
-    The caller revokes the token once the run is over."""
+    The caller calls `Launch.revoke` once the run is over: the token dies, the budget gate stops counting."""
     run_id = f"{row.id}.{row.attempt}"
     choice = resolve_model(runtime.catalog, row.agent, Tier(row.tier), row.model)
     services: tuple[InboundService, ...] = (runtime.gateway,) if choice else ()
     view = await sandbox.view(run_id, workdir, services)
     meter = RunMeter(runtime.catalog, choice, events) if choice else None
-    token = await _issue_token(runtime, run_id, row.tenant_id, choice, meter)
+    token, budget = await _issue_token(runtime, run_id, row, choice, meter)
     gateway = GatewayAccess(view.urls[runtime.gateway.name], token) if token else None
     run = AgentRun(
         task=row.task, model=choice, executable=str(adapter.executable()),
@@ -78,8 +85,7 @@ async def prepare_launch(
     try:
         command = adapter.build(run)
     except BaseException:
-        if token is not None:
-            runtime.gateway.tokens.revoke(token)
+        _release(runtime, token, budget)
         raise
     # Set last: neither the dispatch's variables nor an adapter's can point the run elsewhere.
     env = {**command.env, OUTPUTS_ENV: posixpath.join(view.workdir, OUTPUTS_DIR)}
@@ -89,18 +95,41 @@ async def prepare_launch(
         read_only=(*read_only, *((runtime.install_dir,) if adapter.install is not None else ())),
         on_staged=on_staged,
     )  # fmt: skip
-    return Launch(spec, RunReport(adapter.new_parser()), meter, token)
+    return Launch(spec, RunReport(adapter.new_parser()), meter, token, budget)
 
 
 async def _issue_token(
-    runtime: AgentRuntime, run_id: str, tenant_id: str, choice: ModelChoice | None, meter: RunMeter | None
-) -> str | None:
+    runtime: AgentRuntime, run_id: str, row: DispatchRow, choice: ModelChoice | None, meter: RunMeter | None
+) -> tuple[str | None, RunBudget | None]:
+    """The run's token, and its budget gate (once made, it counts until `_release`)."""
     if choice is None or meter is None:
-        return None
-    upstream = await runtime.providers.upstream_for(tenant_id, choice.provider)
+        return None, None
+    tenant_id = row.tenant_id
+    upstream = await runtime.providers.upstream_for(tenant_id, choice.provider, run_id=run_id)
+    budget = RunBudget(runtime.budgets, row, meter) if runtime.budgets is not None else None
     grant = Grant(
         run_id=run_id, tenant_id=tenant_id,
         upstreams={choice.provider: upstream} if upstream is not None else {},
-        on_usage=meter.on_usage, on_failure=meter.on_failure,
+        on_usage=budget.on_usage if budget is not None else meter.on_usage, on_failure=meter.on_failure,
+        gates=(budget.gate,) if budget is not None else (),
     )  # fmt: skip
-    return runtime.gateway.tokens.issue(grant)
+    grant = _watching_quotas(runtime, upstream, grant)
+    return runtime.gateway.tokens.issue(grant), budget
+
+
+def _watching_quotas(runtime: AgentRuntime, upstream: Upstream | None, grant: Grant) -> Grant:
+    """`grant` reporting its calls' quota failures and successes to the quota book, with a last gate that
+    answers calls itself while the upstream's account is out of quota."""
+    if runtime.quotas is None or upstream is None:
+        return grant
+    hooks = runtime.quotas.hooks(upstream.account, grant.on_usage, grant.on_failure)
+    return replace(
+        grant, on_usage=hooks.on_usage, on_failure=hooks.on_failure, gates=(*grant.gates, hooks.gate)
+    )
+
+
+def _release(runtime: AgentRuntime, token: str | None, budget: RunBudget | None) -> None:
+    if token is not None:
+        runtime.gateway.tokens.revoke(token)
+    if budget is not None:
+        budget.close()

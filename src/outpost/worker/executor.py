@@ -22,6 +22,7 @@ from outpost.worker.agent_launch import AgentRuntime, Launch, prepare_launch
 from outpost.worker.line_joiner import LineJoiner
 from outpost.worker.push_step import push_step
 from outpost.worker.recorder import OutputRecorder
+from outpost.worker.run_compute import compute_events
 from outpost.worker.run_meter import RunMeter
 from outpost.worker.run_report import RunReport, event_data
 from outpost.worker.run_results import RunResults
@@ -103,7 +104,7 @@ class DispatchExecutor:
         recorder = OutputRecorder(self._runs, row.id, self._flush_s, self._limits.max_log_bytes)
         try:
             launch = await self._prepare(row, prepared, limits, recorder)
-            run = await self._sandbox.start(launch.spec)
+            run = await self._start(launch)
         except (SandboxError, InvalidInput) as exc:
             await recorder.close()
             return Outcome(DispatchStatus.FAILED, reason=FailureReason.SANDBOX_ERROR, detail=exc.detail)
@@ -112,10 +113,19 @@ class DispatchExecutor:
             return Outcome(DispatchStatus.FAILED, reason=FailureReason.AUTH, detail=exc.detail)
         held.runs.append(run)
         try:
-            return await self._supervise(run, row, abort, recorder, launch)
+            ended = await self._supervise(run, row, abort, recorder, launch)
+            return launch.budget.outcome(ended) if launch.budget is not None else ended
         finally:
             launch.revoke(self._runtime)
             await recorder.close()
+
+    async def _start(self, launch: Launch) -> SandboxRun:
+        """Start the run; a launch that does not start is revoked (its gateway token, its budget gate)."""
+        try:
+            return await self._sandbox.start(launch.spec)
+        except BaseException:
+            launch.revoke(self._runtime)
+            raise
 
     async def _prepare_workspace(
         self, row: DispatchRow, workdir: Path, private: Path, abort: asyncio.Event
@@ -145,6 +155,7 @@ class DispatchExecutor:
         an event before the terminal one. A push that fails fails the dispatch."""
         for run in held.runs:
             await run.kill()  # capture reads the workspace: no process of the run may still change it
+        compute = await compute_events(held.runs)
         scratch = await self._workspaces.scratch_dir(held.private) if held.private is not None else None
         kept = await self._results.keep(row, held.prepared, outcome.result, scratch)
         data: dict[str, object] = {"names": [artifact.name for artifact in kept.artifacts]}
@@ -159,7 +170,7 @@ class DispatchExecutor:
                 kept.warnings.append(f"the persistent workspace keeps its earlier state: {exc.detail}")
         if kept.warnings:
             data["warnings"] = kept.warnings
-        await self._runs.record(row.id, [NewEvent("artifacts", data)])
+        await self._runs.record(row.id, [*compute, NewEvent("artifacts", data)])
         return outcome
 
     async def _prepare(
@@ -185,13 +196,17 @@ class DispatchExecutor:
         exited = asyncio.create_task(run.wait())
         aborted = asyncio.create_task(abort.wait())
         gave_up = asyncio.create_task(launch.meter.gave_up.wait()) if launch.meter else aborted
+        # A call refused over budget ends the run at once (`_attempt` gives the outcome its reason).
+        over_budget = asyncio.create_task(launch.budget.exceeded.wait()) if launch.budget else aborted
         try:
             await asyncio.wait(
-                {exited, aborted, gave_up}, timeout=row.timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
+                {exited, aborted, gave_up, over_budget}, timeout=row.timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
         finally:
             aborted.cancel()
             gave_up.cancel()
+            over_budget.cancel()
         # Decide what ended the run before killing it: the kill makes `exited` complete too.
         exited_first = exited.done()
         if not exited_first:

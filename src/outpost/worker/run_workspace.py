@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 
 
 class GitCredentialSource(Protocol):
-    async def credential_for(self, tenant_id: str, host: str) -> HttpCredential | None:
-        """The tenant's credential for `host`, None when it set none. Raises SecretUnreadable."""
+    async def credential_for(
+        self, tenant_id: str, host: str, *, run_id: str | None = None
+    ) -> HttpCredential | None:
+        """The tenant's credential for `host`, None when it set none (audited as read for `run_id`).
+        Raises SecretUnreadable."""
 
 
 @dataclass(slots=True)
@@ -145,18 +148,19 @@ class RunWorkspaces:
         if row.repo is None:
             return PreparedWorkspace(workdir, await empty_baseline(self.git, private), ())
         url, ref = row.repo["url"], row.repo.get("ref")
-        credential = await self._credential(row.tenant_id, url)
+        credential = await self._credential(row, url)
         text = f"{credential.username}:{credential.password}" if credential else None
         resolved = await self._mirrors.resolve(url, ref, text, scope=row.tenant_id)
         baseline = await checkout(self.git, resolved, workdir, private)
         return PreparedWorkspace(workdir, baseline, (baseline.objects_path,), checked_out=True)
 
-    async def _credential(self, tenant_id: str, url: str) -> HttpCredential | None:
+    async def _credential(self, row: DispatchRow, url: str) -> HttpCredential | None:
         """The tenant's credential for the URL's host (see `credential_host`)."""
         repo = parse_repo_url(url, self.git.settings)
         if not repo.host:
             return None  # a repository on the worker's own disk
-        return await self._credentials.credential_for(tenant_id, credential_host(repo))
+        run_id = f"{row.id}.{row.attempt}"
+        return await self._credentials.credential_for(row.tenant_id, credential_host(repo), run_id=run_id)
 
     async def _load(self, row: DispatchRow, workspace_id: str, workdir: Path) -> PreparedWorkspace:
         persistent = self._places.persistent
@@ -185,7 +189,7 @@ class RunWorkspaces:
             raise ValueError("only a dispatch on a repository with a push branch pushes")
         settings = self.git.settings
         first_line = row.task.strip().splitlines()[0][:200] if row.task.strip() else ""
-        credential = await self._credential(row.tenant_id, row.repo["url"])
+        credential = await self._credential(row, row.repo["url"])
         return await push_changes(
             self.git, repo_url=row.repo["url"], credential=credential,
             baseline=prepared.baseline, tree=tree, branch=row.push_branch,

@@ -186,7 +186,9 @@ async def _finish(
         reader = asyncio.ensure_future(_read_capped(child.stdout, limit))
     else:
         reader = asyncio.ensure_future(_copy_capped(child.stdout, stdout_file, limit))
-    errors = asyncio.ensure_future(_read_tail(child.stderr, MAX_STDERR_BYTES))
+    # The longest secret's length more than is kept: a secret the cut would split is still seen whole.
+    margin = max((len(secret.encode()) for secret in secrets), default=0)
+    errors = asyncio.ensure_future(_read_tail(child.stderr, MAX_STDERR_BYTES + margin))
     finished = False
     try:
         async with asyncio.timeout(timeout_s):
@@ -200,7 +202,7 @@ async def _finish(
         reader.cancel()
         errors.cancel()
         await _stop(child, kill=not finished)
-    return GitResult(code, stdout, redact(stderr.decode("utf-8", "replace"), secrets), size)
+    return GitResult(code, stdout, redact_tail(stderr, secrets, MAX_STDERR_BYTES), size)
 
 
 async def _stop(child: Child, *, kill: bool) -> None:
@@ -239,6 +241,34 @@ async def _read_tail(stream: asyncio.StreamReader, limit: int) -> bytes:
     while chunk := await stream.read(_CHUNK):
         tail = (tail + chunk)[-limit:]
     return tail
+
+
+def redact_tail(raw: bytes, secrets: Sequence[str], limit: int) -> str:
+    """The last `limit` bytes of `raw`, decoded, with every secret in them replaced by `***`, including
+    one cut by the start of that tail (`raw` must hold the longest secret's length more than `limit`,
+    so that such a secret is there whole to be found)."""
+    start = max(0, len(raw) - limit)
+    found = [
+        (at, at + len(encoded))
+        for encoded in {secret.encode() for secret in secrets if secret}
+        for at in _occurrences(raw, encoded)
+    ]
+    parts, at = [], start
+    # In order; where two start together, the longer first, so that no part of it survives.
+    for begin, end in sorted(found, key=lambda span: (span[0], -span[1])):
+        if end > at:
+            parts += [raw[at : max(begin, at)], b"***"]
+            at = end
+    parts.append(raw[at:])
+    return b"".join(parts).decode("utf-8", "replace")
+
+
+def _occurrences(raw: bytes, needle: bytes) -> list[int]:
+    found, at = [], raw.find(needle)
+    while at >= 0:
+        found.append(at)
+        at = raw.find(needle, at + 1)
+    return found
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:

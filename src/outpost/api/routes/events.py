@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
-from outpost.api.auth import CallerDep, ContainerDep
+from outpost.api.auth import ContainerDep, StreamCallerDep
 from outpost.api.problems import problem
 from outpost.app import Container
 from outpost.domain.dispatch import DispatchStatus
@@ -53,7 +53,7 @@ class EventStreamResponse(StreamingResponse):
     responses=_STREAM_RESPONSES,
 )
 async def stream_dispatch_events(
-    dispatch_id: str, caller: CallerDep, container: ContainerDep, last_event_id: LastEventId = None,
+    dispatch_id: str, caller: StreamCallerDep, container: ContainerDep, last_event_id: LastEventId = None,
     after: After = None,
 ) -> Response:  # fmt: skip
     """Every event of the dispatch after the resume point, live; the stream ends after the terminal one."""
@@ -67,7 +67,7 @@ async def stream_dispatch_events(
 
 @router.get("/v1/events", status_code=200, response_class=EventStreamResponse, responses=_STREAM_RESPONSES)
 async def stream_tenant_events(
-    caller: CallerDep, container: ContainerDep, last_event_id: LastEventId = None, after: After = None,
+    caller: StreamCallerDep, container: ContainerDep, last_event_id: LastEventId = None, after: After = None,
     dispatch: Annotated[list[str] | None, Query()] = None,
     status: Annotated[list[DispatchStatus] | None, Query()] = None,
 ) -> Response:  # fmt: skip

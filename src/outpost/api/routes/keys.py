@@ -33,7 +33,7 @@ async def revoke_key(key_id: str, caller: CallerDep, container: ContainerDep) ->
 async def create_tenant(body: TenantCreate, caller: CallerDep, container: ContainerDep) -> TenantIssued:
     if not caller.is_admin:
         raise PermissionDenied("only an admin key can create tenants")
-    tenant, issued = await container.keys.create_tenant(body.name, admin=body.admin)
+    tenant, issued = await container.keys.create_tenant(body.name, admin=body.admin, origin=caller.origin)
     key = KeyIssued(**key_read(issued.row).model_dump(), key=issued.token)
     return TenantIssued(id=tenant.id, name=tenant.name, created_at=tenant.created_at, key=key)
 
@@ -45,6 +45,7 @@ async def get_tenant(tenant_id: str, _admin: AdminDep, container: ContainerDep) 
 
 @router.patch("/v1/tenants/{tenant_id}", response_model=TenantPolicyRead)
 async def update_tenant(
-    tenant_id: str, body: TenantPolicyUpdate, _admin: AdminDep, container: ContainerDep
+    tenant_id: str, body: TenantPolicyUpdate, admin: AdminDep, container: ContainerDep
 ) -> TenantPolicyRead:
-    return tenant_policy_read(await container.keys.update_tenant_policy(tenant_id, body))
+    updated = await container.keys.update_tenant_policy(tenant_id, body, origin=admin.origin)
+    return tenant_policy_read(updated)

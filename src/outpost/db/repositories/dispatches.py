@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from outpost.db.store import Connection, Dialect
 from outpost.db.tables import dispatches
@@ -122,15 +122,11 @@ async def update_versioned(
     return DispatchRow(**found) if found else None
 
 
-_ANY_QUEUED = select(dispatches.c.id).where(dispatches.c.status == DispatchStatus.QUEUED).limit(1)
-
-
-async def any_queued(conn: Connection) -> bool:
-    return (await conn.execute(_ANY_QUEUED)).first() is not None
-
-
-async def select_queued(conn: Connection, dialect: Dialect, limit: int) -> list[DispatchRow]:
-    """The oldest queued dispatches, locked for claiming.
+async def select_queued(
+    conn: Connection, dialect: Dialect, limit: int, due_at: datetime, skip_tenants: Collection[str] = ()
+) -> list[DispatchRow]:
+    """The oldest queued dispatches due at `due_at` (none told to wait past it), of tenants other than
+    `skip_tenants`, locked for claiming.
 
     PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claimers take different rows. SQLite: the
     caller's `BEGIN IMMEDIATE` transaction already excludes every other writer.
@@ -138,9 +134,12 @@ async def select_queued(conn: Connection, dialect: Dialect, limit: int) -> list[
     query = (
         select(dispatches)
         .where(dispatches.c.status == DispatchStatus.QUEUED)
+        .where(or_(dispatches.c.not_before.is_(None), dispatches.c.not_before <= due_at))
         .order_by(dispatches.c.id)
         .limit(limit)
     )
+    if skip_tenants:
+        query = query.where(dispatches.c.tenant_id.not_in(sorted(skip_tenants)))
     if dialect == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return [DispatchRow(**found) for found in (await conn.execute(query)).mappings()]

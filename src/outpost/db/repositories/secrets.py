@@ -73,12 +73,59 @@ async def retire_versions(
     return len((await conn.execute(statement)).all())
 
 
-async def foreign_key_ids(conn: Connection, key_id: str) -> list[str]:
-    """Ids of master keys other than `key_id` that live secrets were sealed with."""
-    query = (
-        select(secrets.c.key_id).where(secrets.c.retired_at.is_(None), secrets.c.key_id != key_id).distinct()
+async def retire_version(
+    conn: Connection, tenant_id: str, name: str, version: int, retired_at: datetime
+) -> bool:
+    """Retire one live version (its ciphertext erased); False when no such version is live."""
+    where = [secrets.c.tenant_id == tenant_id, secrets.c.name == name, secrets.c.version == version]
+    statement = (
+        update(secrets)
+        .where(*where, secrets.c.retired_at.is_(None))
+        .values(retired_at=retired_at, sealed=b"")
+        .returning(secrets.c.id)
     )
-    return [str(found) for found in (await conn.execute(query)).scalars()]
+    return bool((await conn.execute(statement)).all())
+
+
+async def count_live_by_key(conn: Connection) -> dict[str, int]:
+    """Live secrets per master key id."""
+    live = func.count().label("live")
+    query = select(secrets.c.key_id, live).where(secrets.c.retired_at.is_(None)).group_by(secrets.c.key_id)
+    return {str(row["key_id"]): int(row["live"]) for row in (await conn.execute(query)).mappings()}
+
+
+async def live_rows_under(conn: Connection, key_ids: list[str], limit: int) -> list[SecretRow]:
+    """Up to `limit` live rows sealed under one of `key_ids`, oldest first."""
+    query = (
+        select(secrets)
+        .where(secrets.c.retired_at.is_(None), secrets.c.key_id.in_(key_ids))
+        .order_by(secrets.c.id)
+        .limit(limit)
+    )
+    return [SecretRow(**found) for found in (await conn.execute(query)).mappings()]
+
+
+async def live_rows_not_under(conn: Connection, key_id: str, after_id: str, limit: int) -> list[SecretRow]:
+    """Up to `limit` live rows sealed under another key than `key_id`, by id after `after_id`."""
+    query = (
+        select(secrets)
+        .where(secrets.c.retired_at.is_(None), secrets.c.key_id != key_id, secrets.c.id > after_id)
+        .order_by(secrets.c.id)
+        .limit(limit)
+    )
+    return [SecretRow(**found) for found in (await conn.execute(query)).mappings()]
+
+
+async def replace_sealed(conn: Connection, row: SecretRow, key_id: str, sealed: bytes) -> bool:
+    """Store `sealed` (made under `key_id`) in place of `row`'s ciphertext, unless the row was retired or
+    re-sealed since it was read; True when it was replaced."""
+    statement = (
+        update(secrets)
+        .where(secrets.c.id == row.id, secrets.c.key_id == row.key_id, secrets.c.retired_at.is_(None))
+        .values(key_id=key_id, sealed=sealed)
+        .returning(secrets.c.id)
+    )
+    return bool((await conn.execute(statement)).all())
 
 
 async def delete_tenant_secrets(conn: Connection, tenant_id: str) -> None:

@@ -54,13 +54,13 @@ async def get_tenant_by_name(conn: Connection, name: str) -> TenantRow | None:
     return TenantRow(**found) if found else None
 
 
-async def update_tenant_policy(
-    conn: Connection, tenant_id: str, limits: dict[str, float] | None, egress_allow: list[str] | None
-) -> None:
-    """Replace a tenant's caps and egress hosts (None clears either)."""
-    await conn.execute(
-        update(tenants).where(tenants.c.id == tenant_id).values(limits=limits, egress_allow=egress_allow)
-    )
+_POLICY = ("limits", "egress_allow", "monthly_budget_micro_usd", "max_concurrent_dispatches")
+
+
+async def update_tenant_policy(conn: Connection, row: TenantRow) -> None:
+    """Store `row`'s policy fields (caps, egress hosts, budget, concurrency cap) as they are."""
+    values = {name: getattr(row, name) for name in _POLICY}
+    await conn.execute(update(tenants).where(tenants.c.id == row.id).values(values))
 
 
 async def insert_key(conn: Connection, row: ApiKeyRow) -> None:

@@ -1,0 +1,1 @@
+"""The cost ledger: prices, settling a finished dispatch into ledger rows, storage accrual, and metrics."""

@@ -1,0 +1,233 @@
+"""Which queued dispatches a claim takes, and why the others wait.
+
+A claim takes the oldest due dispatches (`not_before` unset or past), skipping over, not stopping at,
+those it must not take yet:
+
+- **Tenant cap.** A tenant with `max_concurrent_dispatches` never has more dispatches provisioning or
+  running at once. The claim counts them under a per-tenant lock (see `claims.try_lock_tenant`), so
+  claimers on several workers cannot overshoot together. Its other queued dispatches wait in order.
+- **Provider quota.** A dispatch whose model's provider account (the tenant's own key, else the
+  server's) is out of quota waits until the quota's end (`not_before`), or runs on the first of its
+  `failover` models whose account is not, with a note in its status event.
+
+Each held dispatch gets the reason in `queue_reason` and one status event (`queued`, with `note` and
+`held`) when the reason changes, never more: an SSE client sees why, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from outpost.agents.catalog import Catalog, ModelChoice, resolve_model
+from outpost.db.repositories import claims as claim_repo
+from outpost.db.repositories import dispatches as dispatch_repo
+from outpost.db.repositories import events as event_repo
+from outpost.db.repositories import quotas as quota_repo
+from outpost.db.repositories.dispatches import DispatchRow
+from outpost.db.repositories.events import EventRow
+from outpost.db.store import Connection, Dialect
+from outpost.db.types import utc_now
+from outpost.domain.dispatch import DispatchStatus, Tier
+from outpost.domain.quotas import (
+    HoldKind,
+    failover_note,
+    iso_utc,
+    provider_account,
+    quota_reason,
+    tenant_cap_reason,
+)
+from outpost.errors import InvalidInput
+from outpost.services.failover import Fallback, fallbacks
+from outpost.services.lifecycle import transition
+
+MAX_ROUNDS = 50
+"""Candidate batches one claim looks through at most; each round claims, holds or skips what it read,
+so the rest is only left for the next claim when hundreds of dispatches are held at once."""
+HOLD_BATCH = 500
+"""Dispatches of one tenant given the cap's reason per claim at most."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    claimed: list[DispatchRow]
+    """Moved to `provisioning` with a new attempt, in the order they were queued."""
+    held: list[DispatchRow]
+    """Given a new reason to wait, each with its status event."""
+
+
+class Admission:
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    async def claim(self, conn: Connection, dialect: Dialect, limit: int) -> Admitted:
+        """Inside the caller's write transaction: claim up to `limit` dispatches, hold back the others
+        that are not to run yet. The caller publishes both lists' events once it has committed. Store
+        errors pass through (the transaction is then rolled back whole)."""
+        claim = _Claim(conn, dialect, self._catalog, utc_now())
+        return await claim.run(limit)
+
+
+@dataclass(slots=True)
+class _Slots:
+    """A tenant's room for more dispatches in this claim."""
+
+    cap: int | None
+    free: int | None
+    """None: no cap."""
+    locked_out: bool = False
+    """Another claimer holds the tenant's lock: its dispatches are left to that claimer."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    values: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+
+class _Claim:
+    """One claim's pass over the queue, and what it learnt of tenants and quotas on the way."""
+
+    def __init__(self, conn: Connection, dialect: Dialect, catalog: Catalog, now: datetime) -> None:
+        self._conn = conn
+        self._dialect = dialect
+        self._catalog = catalog
+        self._now = now
+        self._slots: dict[str, _Slots] = {}
+        self._skipped: set[str] = set()
+        self._own: dict[str, set[str]] = {}
+        self._exhausted: dict[tuple[str, str], datetime] | None = None
+        self._claimed: list[DispatchRow] = []
+        self._held: list[DispatchRow] = []
+
+    async def run(self, limit: int) -> Admitted:
+        for _ in range(MAX_ROUNDS):
+            wanted = limit - len(self._claimed)
+            if wanted <= 0:
+                break
+            rows = await dispatch_repo.select_queued(
+                self._conn, self._dialect, wanted, self._now, self._skipped
+            )
+            if not rows:
+                break
+            for row in rows:
+                await self._consider(row)
+        await self._hold_full_tenants()
+        return Admitted(self._claimed, self._held)
+
+    async def _consider(self, row: DispatchRow) -> None:
+        if row.tenant_id in self._skipped:
+            return
+        slots = await self._slots_of(row.tenant_id)
+        if slots.locked_out or slots.free == 0:
+            self._skipped.add(row.tenant_id)  # its queued dispatches get their reason at the end
+            return
+        plan = await self._plan(row)
+        if plan is None:
+            return
+        claimed = await transition(
+            self._conn, row, DispatchStatus.PROVISIONING, note=plan.note,
+            attempt=row.attempt + 1, queue_reason=None, not_before=None, **plan.values,
+        )  # fmt: skip
+        if claimed is None:
+            return
+        self._claimed.append(claimed)
+        if slots.free is not None:
+            slots.free -= 1
+
+    async def _slots_of(self, tenant_id: str) -> _Slots:
+        slots = self._slots.get(tenant_id)
+        if slots is None:
+            cap = await claim_repo.tenant_cap(self._conn, tenant_id)
+            if cap is None:
+                slots = _Slots(None, None)
+            elif not await claim_repo.try_lock_tenant(self._conn, self._dialect, tenant_id):
+                slots = _Slots(cap, 0, locked_out=True)
+            else:
+                # Counted under the lock: every claim committed before it was taken is seen.
+                slots = _Slots(cap, max(0, cap - await claim_repo.count_active(self._conn, tenant_id)))
+            self._slots[tenant_id] = slots
+        return slots
+
+    async def _plan(self, row: DispatchRow) -> _Plan | None:
+        """How to claim `row`: as it is, or on a fallback model. None: it waits for a quota (held)."""
+        choice = self._model_of(row)
+        if choice is None:
+            return _Plan()
+        exhausted = await self._exhausted_quotas()
+        account = await self._account(row.tenant_id, choice.provider)
+        until = exhausted.get((account, choice.provider))
+        if until is None:
+            return _Plan()
+        fallback = await self._free_fallback(row, exhausted)
+        if fallback is None:
+            await self._hold(row, HoldKind.QUOTA, quota_reason(choice.provider, account, until), until)
+            return None
+        model, provider = fallback.choice.model.id, fallback.choice.provider
+        values: dict[str, Any] = {"model": model}
+        if fallback.tier is not None:
+            values["tier"] = fallback.tier.value
+        return _Plan(values, failover_note(choice.provider, until, model, provider))
+
+    async def _free_fallback(
+        self, row: DispatchRow, exhausted: dict[tuple[str, str], datetime]
+    ) -> Fallback | None:
+        """The first of the dispatch's fallbacks whose provider account is not out of quota."""
+        for fallback in fallbacks(self._catalog, row.agent, row.failover):
+            provider = fallback.choice.provider
+            if (await self._account(row.tenant_id, provider), provider) not in exhausted:
+                return fallback
+        return None
+
+    def _model_of(self, row: DispatchRow) -> ModelChoice | None:
+        """The model the dispatch would run; None for agents without one, and for a model the catalog no
+        longer has (the run then fails as it starts, saying so)."""
+        try:
+            return resolve_model(self._catalog, row.agent, Tier(row.tier), row.model)
+        except (InvalidInput, ValueError):
+            return None
+
+    async def _exhausted_quotas(self) -> dict[tuple[str, str], datetime]:
+        if self._exhausted is None:
+            rows = await quota_repo.list_exhausted(self._conn, self._now)
+            self._exhausted = {(row.account, row.provider): row.exhausted_until for row in rows}
+        return self._exhausted
+
+    async def _account(self, tenant_id: str, provider: str) -> str:
+        own = self._own.get(tenant_id)
+        if own is None:
+            pairs = await quota_repo.providers_with_own_settings(self._conn, [tenant_id])
+            own = self._own[tenant_id] = {name for _, name in pairs}
+        return provider_account(tenant_id, provider in own)
+
+    async def _hold(self, row: DispatchRow, kind: HoldKind, reason: str, not_before: datetime) -> None:
+        if row.queue_reason == reason:
+            await claim_repo.set_not_before(self._conn, row.id, not_before)
+            return
+        values = {"queue_reason": reason, "not_before": not_before}
+        held = await dispatch_repo.update_versioned(self._conn, row.id, row.version, values)
+        if held is not None:
+            await event_repo.insert_events(self._conn, [self._held_event(held, kind)])
+            self._held.append(held)
+
+    async def _hold_full_tenants(self) -> None:
+        """Give the queued dispatches of each tenant found at its cap the cap's reason (those that do not
+        have it yet), so that they show why they wait even when this claim did not read them."""
+        for tenant_id, slots in self._slots.items():
+            if slots.cap is None or slots.locked_out or slots.free != 0:
+                continue
+            reason = tenant_cap_reason(slots.cap)
+            held = await claim_repo.hold_tenant_queued(
+                self._conn, self._dialect, tenant_id, reason, self._now, HOLD_BATCH
+            )
+            events = [self._held_event(row, HoldKind.TENANT_CAP) for row in held]
+            await event_repo.insert_events(self._conn, events)
+            self._held.extend(held)
+
+    def _held_event(self, row: DispatchRow, kind: HoldKind) -> EventRow:
+        data: dict[str, Any] = {"status": DispatchStatus.QUEUED.value, "attempt": row.attempt}
+        data |= {"note": row.queue_reason, "held": kind.value}
+        if row.not_before is not None:
+            data["not_before"] = iso_utc(row.not_before)
+        return EventRow(row.id, row.event_seq, utc_now(), "status", data)
