@@ -19,7 +19,7 @@ from outpost.domain.dispatch import Tier
 from tests.agent_installs import INSTALL_DIR, require_installed
 from tests.conftest import MakeServer, Server
 from tests.fakes.provider import FakeProvider
-from tests.integration.helpers import TERMINAL, all_events, wait_for_status
+from tests.integration.helpers import TERMINAL, all_events, settled_cost_usd, wait_for_status
 from tests.sandboxes import require_bwrap, sandbox_settings
 
 REAL_KEY = "sk-conformance-real-key-5f1e0c9a"
@@ -107,7 +107,7 @@ async def test_the_cli_writes_the_file_and_its_usage_and_cost_reach_the_dispatch
     choice = resolve_model(default_catalog(), agent, Tier.BALANCED, None)
     assert choice is not None
     assert done["model"] == choice.model.id
-    assert done["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in metered))
+    assert done["cost_usd"] == pytest.approx(settled_cost_usd(events), abs=3e-6)
     assert done["cost_usd"] >= cost_micro_usd(Usage(), choice.model) / 1e6
     assert all(request.api_key == REAL_KEY for request in rig.fake.requests)
     assert [event for event in events if event["kind"] == "egress"] == [], "the CLI tried another host"

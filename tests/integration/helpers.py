@@ -57,3 +57,12 @@ async def all_events(
         if body["next_after"] is None:
             return events
         after = body["next_after"]
+
+
+def settled_cost_usd(events: list[dict[str, Any]]) -> float:
+    """A dispatch's cost recomputed from its events: the metered calls, and its compute at the default
+    $0.04/vCPU-hour and $0.004/GB-hour (the ledger rounds each row once: compare within a few µ$)."""
+    tokens_usd = sum(event["data"]["cost_usd"] for event in events if event["kind"] == "usage")
+    (compute,) = [event["data"] for event in events if event["kind"] == "compute"]
+    cpu_hours = compute["cpu_usec"] / 1e6 / 3600
+    return float(tokens_usd + cpu_hours * 0.04 + compute["memory_byte_s"] / 2**30 / 3600 * 0.004)

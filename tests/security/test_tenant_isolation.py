@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import MakeServer, Server
-from tests.integration.helpers import submit, wait_for_status
+from tests.integration.helpers import TERMINAL, submit, wait_for_status
 
 GIT_HOST = "git.example.com"
 PROVIDER = "anthropic"
@@ -169,7 +169,11 @@ async def test_tenant_b_finds_nothing_of_tenant_a_and_changes_nothing(iso_server
             assert not leaked, (what, leaked)
         if response.status_code >= 400:
             assert response.headers["content-type"] == "application/problem+json", what
+        if (method, template) == ("POST", "/v1/dispatches"):
+            b_dispatch = response.json()["id"]
     assert await _snapshot(iso_server, a) == before
+    # B's own dispatch ends before the server stops (a run cut off by the shutdown is another test's case).
+    await wait_for_status(iso_server.client, b, b_dispatch, TERMINAL, timeout_s=60)
 
 
 async def _call(
