@@ -16,8 +16,6 @@ less than half an interval ago is skipped, so two servers do not double the numb
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -28,6 +26,7 @@ from outpost.db.types import utc_now
 from outpost.domain.ids import new_ulid
 from outpost.ledger.metrics import LedgerMetrics
 from outpost.ledger.prices import PriceTable
+from outpost.services.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,9 @@ class StorageAccrual:
         self._prices = prices
         self._metrics = metrics
         self._interval = timedelta(seconds=interval_s)
-        self._task: asyncio.Task[None] | None = None
+        # A pass that fails is retried at the next: it charges the whole period since each tenant's
+        # last row, so nothing is lost.
+        self._loop = Periodic("storage accrual", lambda: self.accrue(utc_now()), interval_s)
 
     async def accrue(self, now: datetime) -> list[LedgerEntry]:
         """Charge every tenant's storage up to `now`; the rows written. Raises what the store raises
@@ -56,25 +57,10 @@ class StorageAccrual:
         return written
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outpost-storage-accrual")
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.accrue(utc_now())
-            except Exception:
-                # A store hiccup must not end accrual for the server's life; the next pass charges the
-                # whole period since each tenant's last row, so nothing is lost.
-                log.exception("storage accrual failed; retrying in %.0f s", self._interval.total_seconds())
-            await asyncio.sleep(self._interval.total_seconds())
+        await self._loop.stop()
 
     async def _accrue_tenant(self, tenant_id: str, created_at: datetime, now: datetime) -> LedgerEntry | None:
         async with self._store.write() as conn:

@@ -10,7 +10,6 @@ gone (deleted again, harmlessly, next time) rather than an object nothing points
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from outpost.db.store import Store
 from outpost.db.types import utc_now
 from outpost.errors import InvalidInput
 from outpost.services.audit import AuditService
+from outpost.services.periodic import Periodic
 from outpost.services.retention_settings import RetentionSettings
 from outpost.storage.base import ObjectStore
 from outpost.storage.disk_guard import DiskGuard, DiskState, measure_usage
@@ -93,7 +93,7 @@ class RetentionJanitor:
         self._objects_in_data_dir = objects_in_data_dir
         self._audit = audit  # None: the audit log is left alone (tests of the other steps)
         self._last: SweepReport | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("retention sweep", lambda: self.sweep(utc_now()), settings.sweep_interval_s)
 
     @property
     def last_report(self) -> SweepReport | None:
@@ -126,25 +126,10 @@ class RetentionJanitor:
         return report
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outpost-retention")
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        interval_s = self._settings.sweep_interval_s
-        while True:
-            try:
-                await self.sweep(utc_now())
-            except Exception:
-                # A store or disk hiccup must not end retention for the server's life: try next time.
-                log.exception("retention sweep failed; retrying in %.0f s", interval_s)
-            await asyncio.sleep(interval_s)
+        await self._loop.stop()
 
     async def _delete_expired(self, now: datetime) -> int:
         deleted = 0
