@@ -2,12 +2,12 @@
 
 The database is filled directly: `upgrade_to_head` creates the schema, then the rows are sealed with
 Outpost's own chain code (`outpost.audit.chain.seal`: the MACs and canonical values the server writes)
-and bulk-inserted, oldest first, with the head moved to the last one. The rows mix the actions a busy
-server records (dispatches created and cancelled, keys refused, secrets read, ...) over the last 300
-days. On SQLite they go in through the sqlite3 module stored exactly as SQLAlchemy stores them (times as
-`YYYY-MM-DD HH:MM:SS.ffffff`, details as `json.dumps` of the sealed detail; a test checks that the server
-stores rows that way); on PostgreSQL (`--postgres ADMIN_URL`: a fresh database is made and dropped) by
-COPY.
+and bulk-inserted, oldest first, with the head moved to the last one and sealed. The rows mix the
+actions a busy server records (dispatches created and cancelled, keys refused, secrets read, ...) over
+the last 300 days. On SQLite they go in through the sqlite3 module stored exactly as SQLAlchemy stores
+them (times as `YYYY-MM-DD HH:MM:SS.ffffff`, details as `json.dumps` of the sealed detail; a test checks
+that the server stores rows that way); on PostgreSQL (`--postgres ADMIN_URL`: a fresh database is made
+and dropped) by COPY.
 
 `outpost audit verify` then runs as a subprocess, as an operator runs it, `--runs` times; each run's wall
 time (interpreter start and imports included) is a figure, and each must report every row verified.
@@ -117,7 +117,10 @@ def fill_sqlite(path: Path, count: int, key: ChainKey) -> None:
             conn.executemany(insert, [_values(record, _sqlite_time(record)) for record in batch])
             last = batch[-1]
         if last is not None:
-            conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (last.seq, last.hash))
+            conn.execute(
+                "UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1",
+                (last.seq, last.hash, key.head_mac(last.seq, last.hash)),
+            )
 
 
 def _sqlite_time(record: AuditRecord) -> str:
@@ -141,7 +144,10 @@ def fill_postgres(url: str, count: int, key: ChainKey) -> None:
                 copy.write_row(_values(record, record.created_at))
                 last = record
         if last is not None:
-            cursor.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (last.seq, last.hash))
+            cursor.execute(
+                "UPDATE audit_head SET seq = %s, hash = %s, mac = %s WHERE id = 1",
+                (last.seq, last.hash, key.head_mac(last.seq, last.hash)),
+            )
         cursor.execute("ANALYZE audit_log")
 
 

@@ -7,7 +7,8 @@ cancelled mid-run. The fake provider's token counts change as the run goes, so m
 
 Then, without any of Outpost's pricing or settlement code, the script recomputes each dispatch's ledger
 rows from the raw events its API serves (`usage`: one per metered model call; `compute`: what its
-sandbox used) and the price table itself (`catalog.toml`, read as TOML, and the default compute prices):
+sandbox used so far, cumulative for the attempt it names, so each attempt's last one counts) and the
+price table itself (`catalog.toml`, read as TOML, and the default compute prices):
 tokens summed per provider and model, each row priced exactly and rounded once, half up. It compares
 them, row by row and quantity by quantity, with the `ledger_entries` rows read from the database file,
 with each dispatch's `cost_usd`, and the sum with `GET /v1/usage`.
@@ -158,7 +159,7 @@ def recompute(
 ) -> dict[tuple, dict[str, int]]:
     """The rows a dispatch's events call for: (kind, provider, model) → quantities and cost."""
     tokens: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    cpu_usec = memory_byte_s = 0
+    last_compute: dict[int, dict[str, Any]] = {}  # by attempt: samples, then the final measurement
     for event in events:
         data = event["data"]
         if event["kind"] == "usage":
@@ -166,8 +167,9 @@ def recompute(
             for position, field in enumerate(TOKEN_FIELDS):
                 counts[position] += data[field]
         elif event["kind"] == "compute":
-            cpu_usec += data["cpu_usec"]
-            memory_byte_s += data["memory_byte_s"]
+            last_compute[data["attempt"]] = data
+    cpu_usec = sum(data["cpu_usec"] for data in last_compute.values())
+    memory_byte_s = sum(data["memory_byte_s"] for data in last_compute.values())
     rows: dict[tuple, dict[str, int]] = {}
     for (provider, model), counts in tokens.items():
         exact = sum(count * price for count, price in zip(counts, prices[(provider, model)], strict=True))
@@ -259,6 +261,8 @@ def main() -> None:
         env = {f"OUTPOST_PROVIDERS__{name.upper()}__BASE_URL": fake.base_url for name in PROVIDERS}
         env |= {f"OUTPOST_PROVIDERS__{name.upper()}__API_KEY": "sk-bench" for name in PROVIDERS}
         env["OUTPOST_AGENTS__INSTALL_DIR"] = str(INSTALL_DIR)
+        # Compute samples during the longer runs (timed out, cancelled): each attempt's last one counts.
+        env["OUTPOST_LEDGER__COMPUTE_SAMPLE_S"] = "0.5"
         with BenchServer(env) as server:
             server.prepare()
             tenant = server.create_tenant("bench")

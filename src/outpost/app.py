@@ -112,6 +112,7 @@ class Container:
             async with self.store.read() as conn:
                 await self.vault.check_key(conn)
             await self.audit.check_key()
+            await self.audit.seal_head()  # once, for a database from before heads were sealed
             self.storage_accrual.start()  # safe on several servers at once: tenants are locked
             if self.settings.worker.enabled:
                 self._lock_file = lock_data_dir(self.settings.data_dir)
@@ -171,7 +172,10 @@ def build_container(settings: Settings) -> Container:
     agents = default_registry(settings.agents.install_dir.resolve())
     ledger = Ledger(build_price_table(default_catalog(), settings.ledger), LedgerMetrics())
     quotas = QuotaBook(store)
-    runs = RunService(store, settings.worker.max_attempts, bus, ledger, Admission(default_catalog()))
+    server_upstreams = upstreams_from_settings(settings.providers)
+    server_keys = [name for name, upstream in server_upstreams.items() if upstream.api_key is not None]
+    admission = Admission(default_catalog(), server_keys)
+    runs = RunService(store, settings.worker.max_attempts, bus, ledger, admission)
     gateway = ModelGateway(GatewayTokens(), settings.gateway)
     remember_secrets_in(settings)  # no log line may print a key from the settings
     keyring = build_keyring(settings)
@@ -180,8 +184,12 @@ def build_container(settings: Settings) -> Container:
     audit = AuditService(store, audit_log, settings.retention.audit_days)
     objects = build_object_store(settings.storage, settings.data_dir)
     url_signer = build_url_signer(settings.storage, *url_signing_keys(keyring))
-    providers = ProviderService(store, vault, upstreams_from_settings(settings.providers), audit_log)
-    budgets = BudgetGuard(store, settings.limits.spend_refresh_ms / 1000)
+    providers = ProviderService(store, vault, server_upstreams, audit_log)
+    limits = settings.limits
+    budgets = BudgetGuard(
+        store, limits.spend_refresh_ms / 1000, output_tokens_cap=limits.call_output_tokens_cap,
+        reservation_s=limits.call_reservation_s,
+    )  # fmt: skip
     runtime = AgentRuntime(
         gateway=gateway, providers=providers, catalog=default_catalog(),
         install_dir=settings.agents.install_dir.resolve(), max_turns=settings.agents.max_turns,
@@ -203,6 +211,7 @@ def build_container(settings: Settings) -> Container:
         workspaces=RunWorkspaces(git, mirrors, git_credentials, places),
         results=RunResults(store, objects, git, settings.retention.artifact_days, guard, output_limits),
         limits=settings.limits, flush_s=settings.worker.log_flush_ms / 1000,
+        compute_sample_s=settings.ledger.compute_sample_s,
     )  # fmt: skip
     worker = InProcessWorker(runs, executor, settings.worker.slots, settings.worker.poll_interval_s)
     dispatches = DispatchService(

@@ -42,6 +42,12 @@ class LimitSettings(BaseModel):
     spend_refresh_ms: int = Field(default=250, ge=0)
     """How old a run's view of its tenant's month spend may be before a model call reads it again from
     the database (this process's own runs are always counted as they spend)."""
+    call_output_tokens_cap: int = Field(default=128_000, ge=1)
+    """Output tokens a model call that sets no output limit of its own is assumed to be able to produce,
+    when its cost is bounded against a budget before it is sent."""
+    call_reservation_s: int = Field(default=900, ge=1)
+    """How long a model call's budget reservation lasts at most: one left by a worker that died mid-call
+    no longer holds the tenant's budget after this."""
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
     max_task_chars: int = Field(default=256 * 1024, ge=1)

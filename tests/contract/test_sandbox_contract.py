@@ -303,6 +303,25 @@ async def test_a_run_reports_the_cpu_time_of_its_processes(sandbox: Sandbox, wor
     assert await run.compute_usage() == used  # measured once, at the kill
 
 
+async def test_a_live_run_reports_what_it_used_so_far(sandbox: Sandbox, workdir: Path) -> None:
+    # One busy child in the background, one in the foreground, then the run idles until it is killed.
+    run = await _start(sandbox, workdir, f"{BURN_CPU} & {BURN_CPU}; wait; echo burnt; exec sleep 30")
+    lines = output_lines(run)
+    assert (await anext(lines)).text == "burnt"
+    so_far = await run.compute_usage()
+    assert so_far.cpu_usec > 100_000, so_far  # both children, though the run goes on
+    await asyncio.sleep(1.2)  # the memory sampler takes one every second
+    later = await run.compute_usage()
+    assert so_far.cpu_usec <= later.cpu_usec < so_far.cpu_usec + 100_000, (so_far, later)
+    assert 0 < so_far.memory_byte_s < later.memory_byte_s, (so_far, later)
+    await run.kill()
+    assert [line async for line in lines] == []
+    final = await run.compute_usage()
+    # The final measurement covers what the samples saw (rusage's precision differs from /proc's ticks).
+    assert final.cpu_usec >= later.cpu_usec * 0.9, (later, final)
+    assert final.memory_byte_s >= later.memory_byte_s, (later, final)
+
+
 async def test_a_run_reports_the_memory_it_held_over_time(sandbox: Sandbox, workdir: Path) -> None:
     run = await _start(sandbox, workdir, f'exec python3 -c "{HOLD_MEMORY}"')
     await _collect(run)

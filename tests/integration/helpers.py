@@ -59,10 +59,17 @@ async def all_events(
         after = body["next_after"]
 
 
+def compute_to_charge(events: list[dict[str, Any]]) -> tuple[int, int]:
+    """CPU microseconds and memory byte-seconds a dispatch's events call for: `compute` events are
+    cumulative for the attempt they name (samples, then the final one), so each attempt's last counts."""
+    measured = [event["data"] for event in events if event["kind"] == "compute"]
+    charged = {data["attempt"]: data for data in measured}.values()  # later ones replace earlier ones
+    return sum(data["cpu_usec"] for data in charged), sum(data["memory_byte_s"] for data in charged)
+
+
 def settled_cost_usd(events: list[dict[str, Any]]) -> float:
     """A dispatch's cost recomputed from its events: the metered calls, and its compute at the default
     $0.04/vCPU-hour and $0.004/GB-hour (the ledger rounds each row once: compare within a few µ$)."""
     tokens_usd = sum(event["data"]["cost_usd"] for event in events if event["kind"] == "usage")
-    (compute,) = [event["data"] for event in events if event["kind"] == "compute"]
-    cpu_hours = compute["cpu_usec"] / 1e6 / 3600
-    return float(tokens_usd + cpu_hours * 0.04 + compute["memory_byte_s"] / 2**30 / 3600 * 0.004)
+    cpu_usec, memory_byte_s = compute_to_charge(events)
+    return float(tokens_usd + cpu_usec / 1e6 / 3600 * 0.04 + memory_byte_s / 2**30 / 3600 * 0.004)

@@ -76,6 +76,17 @@ TAMPERING = {
         ["UPDATE audit_head SET seq = 4, hash = (SELECT hash FROM audit_log WHERE seq = 4)"],
         "at seq 5: rows run past the head (seq 4) to seq 5: the head was edited",
     ),
+    "cut off with the head moved back": (
+        [
+            "DELETE FROM audit_log WHERE seq > 3",
+            "UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_log WHERE seq = 3)",
+        ],
+        "at seq 3: the head at seq 3 is not sealed by the audit key: it was edited or moved back",
+    ),
+    "head unsealed": (
+        ["UPDATE audit_head SET mac = NULL"],
+        "at seq 5: the head at seq 5 is not sealed by the audit key: its mac is empty",
+    ),
 }
 
 

@@ -14,7 +14,7 @@ from outpost.db.tables import ledger_entries
 from outpost.domain.dispatch import DispatchStatus
 from outpost.services.runs import NewEvent, Outcome
 from tests.conftest import MakeServer, Server
-from tests.integration.helpers import TERMINAL, all_events, submit, wait_for_status
+from tests.integration.helpers import TERMINAL, all_events, compute_to_charge, submit, wait_for_status
 
 BURN_CPU = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"
 CALLS = [
@@ -59,12 +59,11 @@ async def record_calls(server: Server, dispatch_id: str, calls: list[dict[str, A
 def assert_settled(
     dispatch: dict[str, Any], rows: list[dict[str, Any]], events: list[dict[str, Any]]
 ) -> None:
-    """One compute row matching the compute events, and the dispatch's cost the sum of its rows."""
+    """One compute row matching the compute events (each attempt's last), and the dispatch's cost the
+    sum of its rows."""
     compute = [row for row in rows if row["kind"] == "compute"]
     assert len(compute) == 1, rows
-    measured = [event["data"] for event in events if event["kind"] == "compute"]
-    assert compute[0]["cpu_usec"] == sum(data["cpu_usec"] for data in measured)
-    assert compute[0]["memory_byte_s"] == sum(data["memory_byte_s"] for data in measured)
+    assert (compute[0]["cpu_usec"], compute[0]["memory_byte_s"]) == compute_to_charge(events)
     assert round(dispatch["cost_usd"] * 1_000_000) == sum(row["cost_micro_usd"] for row in rows)
     assert {row["prices"] for row in rows} == {rows[0]["prices"]}
 
@@ -114,6 +113,7 @@ async def test_each_way_a_run_ends_is_settled_with_its_measured_compute(server: 
         assert compute["cost_micro_usd"] >= 0
         assert compute["agent"] == "shell"
         assert [event["kind"] for event in events][-3:] == ["compute", "artifacts", "status"]
+        assert {key: events[-3]["data"][key] for key in ("attempt", "final")} == {"attempt": 1, "final": True}
 
 
 async def test_a_dispatch_cancelled_while_queued_is_settled_at_zero(make_server: MakeServer) -> None:
@@ -143,6 +143,52 @@ async def test_a_dispatch_whose_worker_was_lost_is_settled_from_the_calls_it_rec
     assert rows[0]["cost_micro_usd"] == expected_token_cost(CALLS[:1], "claude-sonnet-5-5")
     assert rows[1]["cpu_usec"] == 0  # the lost worker never measured its run
     assert_settled(done, rows, await all_events(server.client, headers, created["id"]))
+
+
+async def test_a_run_whose_worker_was_lost_after_a_compute_sample_is_charged_that_sample(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server(
+        worker={"max_attempts": 1}, limits={"requests_per_s": 0}, ledger={"compute_sample_s": 0.1}
+    )
+    headers = await server.new_tenant()
+    created = await submit(server.client, headers, f"{BURN_CPU}; sleep 30", timeout_s=60)
+    samples = await _compute_samples(server, headers, created["id"], at_least=2)
+    assert {(data["attempt"], data["final"]) for data in samples} == {(1, False)}
+    assert samples[-1]["cpu_usec"] >= samples[0]["cpu_usec"]
+    # What a restart does once its worker is gone: the run is not over, its final event never comes.
+    assert await server.container.runs.reconcile_lost() == (0, 1)
+    done = (await server.client.get(f"/v1/dispatches/{created['id']}", headers=headers)).json()
+    assert (done["status"], done["failure"]["reason"]) == ("failed", "worker_lost")
+    events = await all_events(server.client, headers, created["id"])
+    measured = [event["data"] for event in events if event["kind"] == "compute"]
+    assert not any(data["final"] for data in measured)
+    (compute,) = await ledger_of(server, created["id"])
+    assert (compute["cpu_usec"], compute["memory_byte_s"]) == (
+        measured[-1]["cpu_usec"], measured[-1]["memory_byte_s"],
+    )  # fmt: skip
+    assert compute["cpu_usec"] > 0, compute
+    assert compute["memory_byte_s"] > 0, compute
+    assert_settled(done, [compute], events)
+    # The run, stopped now, measures its end too late: the event is refused, the ledger stays as settled.
+    assert await server.container.worker.request_abort(created["id"])
+    assert await server.container.worker.wait_stopped(created["id"], timeout_s=20)
+    assert await ledger_of(server, created["id"]) == [compute]
+    assert len(await all_events(server.client, headers, created["id"])) == len(events)
+
+
+async def _compute_samples(
+    server: Server, headers: dict[str, str], dispatch_id: str, at_least: int, timeout_s: float = 20
+) -> list[dict[str, Any]]:
+    """The dispatch's compute events once it has recorded `at_least` of them."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        events = await all_events(server.client, headers, dispatch_id)
+        measured = [event["data"] for event in events if event["kind"] == "compute"]
+        if len(measured) >= at_least:
+            return measured
+        assert asyncio.get_running_loop().time() < deadline, events
+        await asyncio.sleep(0.05)
 
 
 async def test_settled_tokens_and_cost_are_counted_in_the_prometheus_counters(server: Server) -> None:

@@ -1,5 +1,6 @@
 """Dispatches and provider quotas over the API: a dispatch needing an account out of quota waits queued
-and says why, runs once the quota ends, or fails over when its request allows it; bad `failover` is 422."""
+and says why, runs once the quota ends, or fails over when its request allows it (to another model, or
+to the server's key when the tenant's own is out of quota); bad `failover` is 422."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from tests.integration.api_checks import assert_invalid, list_all
 from tests.integration.helpers import TERMINAL, all_events, wait_for_status
 
 TASK = "Create the file FILE=/workspace/hello.txt"
+SERVER_KEY = "sk-server"
+TENANT_KEY = "sk-tenant-own-key-5e0b"
 QUOTA_S = 2.0
 
 
@@ -34,19 +37,17 @@ def fake() -> Iterator[FakeProvider]:
 @pytest.fixture
 async def server(make_server: MakeServer, fake: FakeProvider, tmp_path: Path) -> Server:
     fake.reset()
-    providers = {
-        name: {"base_url": fake.base_url, "api_key": "sk-server"} for name in ("anthropic", "openai")
-    }
+    providers = {name: {"base_url": fake.base_url, "api_key": SERVER_KEY} for name in ("anthropic", "openai")}
     return await make_server(
         providers=providers, agents={"install_dir": INSTALL_DIR}, limits={"requests_per_s": 0}
     )
 
 
-async def exhaust(server: Server, provider: str, seconds: float) -> datetime:
-    """Record the server's account at `provider` out of quota, as a run's gateway callback does."""
+async def exhaust(server: Server, provider: str, seconds: float, account: str = SERVER_ACCOUNT) -> datetime:
+    """Record `account` (the server's) at `provider` out of quota, as a run's gateway callback does."""
     until = utc_now() + timedelta(seconds=seconds)
     failure = ProviderFailure("quota", 429, "rate limit reached", until)
-    server.container.quotas.failed(SERVER_ACCOUNT, provider, failure)
+    server.container.quotas.failed(account, provider, failure)
     await server.container.quotas.flush()
     return until
 
@@ -107,7 +108,8 @@ async def test_failover_runs_the_dispatch_on_the_fallback_tier_and_says_so(
     )
     assert response.status_code == 202, response.text
     created = response.json()
-    assert created["failover"] == {"models": [], "tiers": ["fast"]}
+    assert created["failover"] == {"models": [], "tiers": ["fast"], "accounts": False}
+    assert created["failover_account"] is None
     done = await wait_for_status(server.client, tenant, created["id"], TERMINAL, 90)
     assert done["status"] == "succeeded", done
     assert {request.body["model"] for request in fake.requests if request.body} == {"gpt-6-luna"}
@@ -121,8 +123,40 @@ async def test_failover_runs_the_dispatch_on_the_fallback_tier_and_says_so(
     assert not [request for request in fake.requests if "/messages" in request.path]  # nothing to anthropic
 
 
+async def test_a_tenants_own_key_out_of_quota_fails_over_to_the_servers_key_only_when_allowed(
+    server: Server, fake: FakeProvider
+) -> None:
+    require_installed("codex")
+    tenant = await server.new_tenant()
+    response = await server.client.patch("/v1/providers/openai", json={"api_key": TENANT_KEY}, headers=tenant)
+    assert response.status_code == 200, response.text
+    token = tenant["Authorization"].removeprefix("Bearer ")
+    tenant_id = (await server.container.keys.authenticate(token)).tenant_id
+    await exhaust(server, "openai", 600, account=tenant_id)
+    waits = (await post(server, tenant, agent="codex")).json()["id"]
+    response = await post(server, tenant, agent="codex", failover={"accounts": True})
+    assert response.status_code == 202, response.text
+    assert response.json()["failover"] == {"models": [], "tiers": [], "accounts": True}
+    done = await wait_for_status(server.client, tenant, response.json()["id"], TERMINAL, 90)
+    assert (done["status"], done["failover_account"]) == ("succeeded", "server"), done
+    assert fake.requests
+    assert {request.api_key for request in fake.requests} == {SERVER_KEY}
+    events = await all_events(server.client, tenant, done["id"])
+    provisioning = next(e for e in events if e["kind"] == "status" and e["data"]["status"] == "provisioning")
+    assert "(this tenant's own key): running on the server's key instead" in provisioning["data"]["note"]
+    assert TENANT_KEY not in str(events) + str(done)
+    assert SERVER_KEY not in str(events) + str(done)
+    waiting = await wait_for_reason(server, tenant, waits)
+    assert waiting["status"] == "queued", waiting
+    assert "this tenant's own key" in waiting["queue_reason"]
+    assert waiting["failover_account"] is None
+
+
 BAD_FAILOVER = [
     ({"agent": "shell", "failover": {"tiers": ["fast"]}}, "failover"),
+    ({"agent": "shell", "failover": {"accounts": True}}, "failover.accounts"),
+    ({"agent": "aider", "failover": {"accounts": False}}, "failover"),
+    ({"agent": "aider", "failover": {"accounts": "sometimes"}}, "failover.accounts"),
     ({"agent": "claude", "failover": {"tiers": ["fast"]}}, "failover.tiers"),
     (
         {"agent": "aider", "model": "claude-sonnet-5-5", "failover": {"models": ["claude-haiku-5-5"]}},

@@ -305,3 +305,10 @@ def test_the_compute_event_reads_as_vcpu_and_gb_seconds(capsys: pytest.CaptureFi
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "   compute: 1.25 vCPU-s, 1.50 GB-s of memory (peak 96.0 MiB)\n"
+
+
+def test_a_compute_sample_reads_as_compute_so_far(capsys: pytest.CaptureFixture[str]) -> None:
+    sample = event(4, "compute", attempt=1, final=False, cpu_usec=500_000, memory_byte_s=2**29,
+                   memory_peak_bytes=2**20)  # fmt: skip
+    EventPrinter("shell").show(sample)
+    assert capsys.readouterr().err == "   compute so far: 0.50 vCPU-s, 0.50 GB-s of memory (peak 1.0 MiB)\n"

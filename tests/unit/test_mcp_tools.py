@@ -44,3 +44,17 @@ def test_refused_arguments_are_named_as_the_rest_api_names_fields_without_echoin
     problem = problem_of_arguments(caught.value)
     assert (problem["status"], problem["errors"][0]["field"]) == (422, "env")
     assert "secret-value" not in str(problem)
+
+
+def test_the_dispatch_tool_takes_the_apis_failover_and_lists_it_in_its_schema() -> None:
+    failover = {"models": ["gpt-6-luna"], "tiers": ["fast"], "accounts": True}
+    arguments = DispatchArguments.model_validate(
+        {"agent": "aider", "task": "fix it", "failover": failover, "wait_s": 1}
+    )
+    assert arguments.request().model_dump(mode="json")["failover"] == failover
+    [tool] = [tool for tool in ToolCatalog().listing.tools if tool.name == "outpost_dispatch"]
+    listed = tool.input_schema["properties"]["failover"]["anyOf"][0]["properties"]
+    assert set(listed) == {"models", "tiers", "accounts"}
+    with pytest.raises(ValidationError) as caught:
+        DispatchArguments.model_validate({"agent": "aider", "task": "x", "failover": {"accounts": []}})
+    assert problem_of_arguments(caught.value)["errors"][0]["field"] == "failover.accounts"

@@ -17,11 +17,16 @@ Values are made storable before they are sealed, so that what the database gives
 NUL characters and unpaired surrogates (PostgreSQL refuses both) are replaced, strings are cut to their
 column's width, and a float with an integral value is written as an integer (PostgreSQL's jsonb would give
 `1e+20` back as `100000000000000000000`).
+
+The head (the chain's last seq and hash) is sealed too, under the same key: its MAC (`ChainKey.head_mac`)
+covers another encoding (`encode_head`), led by its own tag, so a head's MAC is never a row's and a row's
+never a head's. Without the key, the head cannot be moved back to match rows cut off the end.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -34,6 +39,7 @@ GENESIS_HASH = "0" * 64
 KEY_PURPOSE = b"outpost audit log v1"
 """What the chain's key is derived from the master key for (HKDF info): no other use shares it."""
 _FORMAT = "outpost.audit.v1"
+_HEAD_FORMAT = "outpost.audit.head.v1"
 _TIME_TEXT_LEN = 26
 _WIDTHS = {"tenant_id": 26, "actor": 64, "action": 40, "target": 255, "source_ip": 64}
 
@@ -80,6 +86,16 @@ class AuditRecord:
     hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class AuditHead:
+    """The chain's last link: its seq and hash (seq 0 and `GENESIS_HASH` before any row), and the head's
+    MAC over both (None until the head is first sealed)."""
+
+    seq: int
+    hash: str
+    mac: str | None
+
+
 class ChainKey:
     """The chain's MAC key (derived from the master key with `KEY_PURPOSE`).
 
@@ -117,6 +133,21 @@ class ChainKey:
         outer.update(inner.digest())
         return outer.hexdigest()
 
+    def head_mac(self, seq: int, head_hash: str) -> str:
+        """The hex MAC of a head at `seq` whose last row's hash is `head_hash` (see `encode_head`)."""
+        inner = self._inner.copy()
+        inner.update(encode_head(seq, head_hash))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+    def seals(self, head: AuditHead) -> bool:
+        """Whether `head`'s MAC is the one this key makes for its seq and hash."""
+        if head.mac is None:
+            return False
+        # As bytes: compare_digest refuses text that is not ASCII, which an edited column may hold.
+        return hmac.compare_digest(head.mac.encode(), self.head_mac(head.seq, head.hash).encode())
+
 
 def encode_row(
     prev_hash: str,
@@ -140,6 +171,13 @@ def encode_row(
         f"{-1 if actor is None else len(actor)},{len(action)},{-1 if target is None else len(target)},"
         f"{-1 if source_ip is None else len(source_ip)},{len(detail_text)}"
     ).encode("utf-8", "surrogatepass")
+
+
+def encode_head(seq: int, head_hash: str) -> bytes:
+    """A head's encoding: its own format tag (a row's encoding starts with another, so no head encodes
+    as a row does), the seq and the hash separated by U+001F, then their lengths."""
+    number = str(seq)
+    return f"{_HEAD_FORMAT}\x1e{number}\x1f{head_hash}\x1e{len(number)},{len(head_hash)}".encode()
 
 
 def seal(key: ChainKey, entry: AuditEntry, *, seq: int, prev_hash: str, created_at: datetime) -> AuditRecord:

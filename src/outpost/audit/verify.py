@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from outpost.audit.chain import GENESIS_HASH, ChainKey, canonical_detail, mac_of, stored_time_text
+from outpost.audit.chain import GENESIS_HASH, AuditHead, ChainKey, canonical_detail, mac_of, stored_time_text
 from outpost.errors import OutpostError, Unavailable
 
 PRUNED = "audit.pruned"
@@ -26,7 +26,8 @@ from); farther moves are reported as edits."""
 
 
 class ChainBroken(OutpostError):
-    """The audit log does not verify: a row was edited, deleted or reordered, or the head disagrees."""
+    """The audit log does not verify: a row was edited, deleted or reordered, or the head disagrees or
+    is not sealed."""
 
     def __init__(self, seq: int, reason: str) -> None:
         super().__init__(f"the audit log does not verify at seq {seq}: {reason}")
@@ -142,6 +143,23 @@ def check_head(result: WalkResult, head_seq: int, head_hash: str) -> None:
         )
     if result.last_hash != head_hash:
         raise ChainBroken(head_seq, "its hash is not the one the head holds: the head or the row was edited")
+
+
+def check_head_seal(head: AuditHead, keys: Sequence[ChainKey]) -> None:
+    """Raises ChainBroken when no key of `keys` seals the head. Like rows, a head keeps the MAC of the key
+    current when it last moved: one sealed before a master key rotation verifies under the previous key."""
+    if any(key.seals(head) for key in keys):
+        return
+    why = (
+        "its mac is empty: it was reset, or no server has started since the upgrade that seals heads"
+        if head.mac is None
+        else "it was edited or moved back (or sealed under a previous master key not given in "
+        "OUTPOST_SECRETS__PREVIOUS_MASTER_KEYS)"
+    )
+    raise ChainBroken(
+        head.seq, f"the head at seq {head.seq} is not sealed by the audit key: {why}; rows after seq "
+        f"{head.seq} may have been cut off",
+    )  # fmt: skip
 
 
 def verifying_key(keys: Sequence[ChainKey], row: Sequence[Any]) -> ChainKey | None:

@@ -13,6 +13,7 @@ from outpost.errors import InvalidInput
 from outpost.schemas.dispatches import DispatchCreate, DispatchRead
 
 AGENTS = click.Choice([agent.value for agent in AgentName])
+TIERS = click.Choice([tier.value for tier in Tier])
 STATUSES = click.Choice([status.value for status in DispatchStatus])
 
 
@@ -29,7 +30,7 @@ def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 
 @click.command()
 @click.option("--agent", required=True, type=AGENTS, help="The coding agent to run.")
-@click.option("--tier", type=click.Choice([tier.value for tier in Tier]), help="Model tier [balanced].")
+@click.option("--tier", type=TIERS, help="Model tier [balanced].")
 @click.option("--model", help="An exact model instead of a tier.")
 @click.option("--repo", "repo_url", metavar="URL", help="Git repository to work in.")
 @click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
@@ -38,6 +39,18 @@ def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 @click.option("--timeout", "timeout_s", type=click.IntRange(min=1), metavar="SECONDS", help="Time limit.")
 @click.option("--env", multiple=True, callback=parse_pairs, metavar="NAME=VALUE", help="Non-secret variable.")
 @click.option("--label", multiple=True, callback=parse_pairs, metavar="KEY=VALUE", help="Label to filter by.")
+@click.option(
+    "--failover-model", "failover_models", multiple=True, metavar="MODEL",
+    help="While its provider account is out of quota, run on MODEL instead (repeat: tried in order).",
+)  # fmt: skip
+@click.option(
+    "--failover-tier", "failover_tiers", multiple=True, type=TIERS,
+    help="Then on that tier's model of another provider (repeat: tried in order).",
+)  # fmt: skip
+@click.option(
+    "--failover-account", is_flag=True,
+    help="While your own key for its provider is out of quota, run on the server's key first.",
+)  # fmt: skip
 @click.option("--idempotency-key", metavar="KEY", help="Retrying with the same key cannot run it twice.")
 @click.option("--wait", is_flag=True, help="Wait for the end; exit 0 only if it succeeded.")
 @click.option("--follow", is_flag=True, help="Print what it does as it happens (implies --wait).")
@@ -49,7 +62,8 @@ def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 def dispatch(
     task: str, agent: str, tier: str | None, model: str | None, repo_url: str | None, ref: str | None,
     workspace: str | None, push_branch: str | None, timeout_s: int | None, env: dict[str, str],
-    label: dict[str, str], idempotency_key: str | None, wait: bool, follow: bool, as_json: bool,
+    label: dict[str, str], failover_models: tuple[str, ...], failover_tiers: tuple[str, ...],
+    failover_account: bool, idempotency_key: str | None, wait: bool, follow: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Run TASK with an agent. Prints the dispatch id; with --wait or --follow, how it ended.
 
@@ -60,6 +74,7 @@ def dispatch(
     request = _dispatch_request(
         task=task, agent=agent, tier=tier, model=model, repo_url=repo_url, ref=ref, workspace=workspace,
         push_branch=push_branch, timeout_s=timeout_s, env=env, labels=label,
+        failover=_failover(failover_models, failover_tiers, failover_account),
     )  # fmt: skip
     with ApiClient.from_environment() as api:
         created = api.submit_dispatch(request, idempotency_key)
@@ -73,7 +88,7 @@ def dispatch(
 def _dispatch_request(
     *, task: str, agent: str, tier: str | None, model: str | None, repo_url: str | None, ref: str | None,
     workspace: str | None, push_branch: str | None, timeout_s: int | None, env: dict[str, str],
-    labels: dict[str, str],
+    labels: dict[str, str], failover: dict[str, object] | None,
 ) -> DispatchCreate:  # fmt: skip
     """Raises UsageError for options that do not go together, InvalidInput for values the API refuses."""
     if tier is not None and model is not None:
@@ -87,8 +102,15 @@ def _dispatch_request(
         repo={"url": repo_url, "ref": ref} if repo_url is not None else None,
         workspace={"mode": "persistent", "name": workspace} if workspace is not None else {},
         push={"branch": push_branch} if push_branch is not None else None,
-        timeout_s=timeout_s, env=env, labels=labels,
+        timeout_s=timeout_s, env=env, labels=labels, failover=failover,
     )  # fmt: skip
+
+
+def _failover(models: tuple[str, ...], tiers: tuple[str, ...], accounts: bool) -> dict[str, object] | None:
+    """The request's `failover` from the --failover-* options; None when none was given."""
+    if not (models or tiers or accounts):
+        return None
+    return {"models": list(models), "tiers": list(tiers), "accounts": accounts}
 
 
 def _show_submitted(created: DispatchRead, as_json: bool) -> None:

@@ -154,6 +154,7 @@ def _detail_rows(d: DispatchRead) -> list[tuple[str, str]]:
     usage = d.usage
     return [
         ("id", d.id), ("status", d.status), ("agent", d.agent), ("model", d.model or f"tier {d.tier}"),
+        ("key", "the server's (failed over from yours)" if d.failover_account == "server" else ""),
         ("waiting", d.queue_reason or ""),
         ("attempt", str(d.attempt)), ("created", when(d.created_at)), ("started", when(d.started_at)),
         ("finished", when(d.finished_at)), ("ran", duration(d)), ("exit code", _exit(d)),

@@ -192,13 +192,14 @@ def _usage(data: Data) -> list[_Line]:
 
 
 def _compute(data: Data) -> list[_Line]:
-    """What the run's sandbox used, as the ledger charges it."""
+    """What the run's sandbox used, as the ledger charges it: so far (a sample), or in the end."""
     cpu_usec, memory_byte_s = _maybe_count(data, "cpu_usec"), _maybe_count(data, "memory_byte_s")
     peak = _maybe_count(data, "memory_peak_bytes")
     if cpu_usec is None or memory_byte_s is None or peak is None:
         raise _Unexpected
     used = f"{cpu_usec / 1e6:.2f} vCPU-s, {memory_byte_s / 2**30:.2f} GB-s of memory"
-    return [_Line(f"   compute: {used} (peak {display.size(peak)})", "dim")]
+    label = "compute so far" if data.get("final") is False else "compute"
+    return [_Line(f"   {label}: {used} (peak {display.size(peak)})", "dim")]
 
 
 def _provider_error(data: Data) -> list[_Line]:

@@ -249,7 +249,9 @@ def run_offline(work: Callable[[KeyService], Awaitable[T]]) -> T:
         try:
             await check_master_keys(settings)
             audit = offline_audit_log(settings)
-            await AuditService(store, audit, settings.retention.audit_days).check_key()
+            audit_service = AuditService(store, audit, settings.retention.audit_days)
+            await audit_service.check_key()
+            await audit_service.seal_head()  # as a server's start does: this may be the database's first use
             return await work(KeyService(store, 0, audit))
         finally:
             await store.dispose()

@@ -105,7 +105,8 @@ dispatches = Table(
     # of quota), and the earliest time it may be claimed; NULL: nothing holds it back.
     Column("queue_reason", Text, nullable=True),
     Column("not_before", UTCDateTime, nullable=True),
-    # What the dispatch may fall back to when its provider account is out of quota (tiers, accounts).
+    # What the dispatch may fall back to when its provider account is out of quota (tiers, accounts), and
+    # under `account` the one a claim moved it onto (`server`: the worker sends the server's key).
     Column("failover", PortableJSON, nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key"),
     # Keyset pagination: newest first within a tenant, optionally filtered by status or agent.
@@ -253,6 +254,22 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("mac", String(64), nullable=True),
+)
+
+# A model call a gateway let through for a tenant with a budget and has not metered yet, with what it may
+# cost at most (decision 0014). Deleted when the call's cost is written, or when its dispatch settles.
+call_reservations = Table(
+    "call_reservations",
+    metadata,
+    Column("id", String(ULID_LEN), primary_key=True),
+    Column("tenant_id", String(ULID_LEN), nullable=False),
+    Column("dispatch_id", String(ULID_LEN), nullable=False),
+    Column("micro_usd", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "tenant_id"),
+    Index(None, "dispatch_id"),
 )
 
 # A provider account that said its quota or rate limit is exhausted until a time. `account` is the

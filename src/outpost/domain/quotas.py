@@ -51,6 +51,14 @@ def failover_note(provider: str, until: datetime, model: str, fallback_provider:
     )
 
 
+def account_failover_note(provider: str, until: datetime) -> str:
+    """Why a dispatch runs on the server's key although its tenant has its own (never a key itself)."""
+    return (
+        f"{provider} quota exhausted until {iso_utc(until)} (this tenant's own key): running on the "
+        "server's key instead, as the dispatch's failover allows"
+    )
+
+
 def seconds_until(until: datetime, now: datetime) -> int:
     """Whole seconds from `now` to `until`, rounded up and at least 1 (a `Retry-After` value)."""
     return max(1, math.ceil((until - now).total_seconds()))

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import orjson
 
+from outpost.gateway.call_bounds import plan_call
 from outpost.gateway.key_echo import ErrorBody
 from outpost.gateway.metering import UsageMeter, WireApi, wire_api_for
 from outpost.gateway.replies import error_body
@@ -135,8 +136,15 @@ class Forwarder:
             await responder.send(Reply.refusal(provider, refusal))
             return
         call = _Call(grant, upstream, path, query, wire_api_for(path), exchange.body)
-        _prepare(call, exchange.headers)
-        await self._forward(exchange.method, call, responder)
+        parsed = _prepare(call, exchange.headers)
+        if grant.hold is None:
+            await self._forward(exchange.method, call, responder)
+            return
+        async with grant.hold(upstream.name, plan_call(call.model, call.body, parsed)) as refusal:
+            if refusal is not None:
+                await responder.send(Reply.refusal(provider, refusal))
+                return
+            await self._forward(exchange.method, call, responder)
 
     async def _forward(self, method: str, call: _Call, responder: Responder) -> None:
         request = self._client.build_request(
@@ -248,9 +256,10 @@ def _token(headers: Headers) -> str | None:
     return None
 
 
-def _prepare(call: _Call, headers: Headers) -> None:
+def _prepare(call: _Call, headers: Headers) -> dict[str, Any] | None:
     """The upstream request's headers and body: the run's, minus its credentials and per-hop headers,
-    plus the real key; plain (identity) encoding so the meter can read the answer."""
+    plus the real key; plain (identity) encoding so the meter can read the answer. Gives the body parsed
+    as a JSON object, if it is one."""
     body = _json(call.body)
     if body is not None:
         call.model = body.get("model") if isinstance(body.get("model"), str) else None
@@ -261,6 +270,7 @@ def _prepare(call: _Call, headers: Headers) -> None:
         call.model = call.path.rpartition("/models/")[2].partition(":")[0] or None
     kept = [(name, value) for name, value in headers if name.lower() not in _DROPPED_FROM_RUN]
     call.headers = [*kept, (b"accept-encoding", b"identity"), *call.upstream.credential_headers()]
+    return body
 
 
 def _add_usage_option(body: dict[str, Any]) -> bool:

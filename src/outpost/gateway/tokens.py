@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
+from outpost.gateway.call_bounds import PlannedCall
 from outpost.gateway.metering import MeteredCall
 from outpost.gateway.upstream_errors import ProviderFailure
 from outpost.gateway.upstreams import Upstream
@@ -34,6 +36,11 @@ CallGate = Callable[[str], Awaitable[CallRefusal | None]]
 """Asked with the provider's name before each call is forwarded; a refusal stops the call. Must be quick:
 every model call of the run waits for it."""
 
+CallHold = Callable[[str, PlannedCall], AbstractAsyncContextManager[CallRefusal | None]]
+"""Entered with the provider's name and the call's plan after the gates pass: gives a refusal, or holds
+what the call may cost while it is forwarded and metered (its usage is reported before the hold ends).
+May wait while other calls in flight could use up what is left of a budget."""
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
@@ -49,6 +56,8 @@ class Grant:
     """`(provider, failure)` when a provider refused or failed a call. Must not block."""
     gates: tuple[CallGate, ...] = ()
     """Checks each call must pass before it is forwarded, in order (see `CallGate`)."""
+    hold: CallHold | None = None
+    """The run's budget hold, entered for each call that passed the gates (see `CallHold`)."""
 
 
 class GatewayTokens:

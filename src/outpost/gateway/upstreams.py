@@ -49,9 +49,12 @@ class Upstream:
 
 
 class UpstreamResolver(Protocol):
-    async def upstream_for(self, tenant_id: str, name: str, *, run_id: str | None = None) -> Upstream | None:
+    async def upstream_for(
+        self, tenant_id: str, name: str, *, run_id: str | None = None, server_account: bool = False
+    ) -> Upstream | None:
         """The upstream a run of this tenant calls for provider `name` (with the key to send); None when
-        Outpost knows no such provider. A tenant's key decrypted for it is audited for `run_id`."""
+        Outpost knows no such provider. A tenant's key decrypted for it is audited for `run_id`. With
+        `server_account`, the server's own, whatever the tenant set (its dispatch failed over to it)."""
         ...
 
 

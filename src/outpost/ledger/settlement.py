@@ -6,8 +6,11 @@ terminal. Events are only appended while a dispatch is not terminal (see `events
 everything metered before the terminal transition is settled and nothing after it can be: the ledger
 agrees with the events exactly, and a dispatch is settled once, because it becomes terminal once.
 
+Compute events are cumulative for the attempt they name (samples while it runs, then the final
+measurement): each attempt is charged its last one, and the attempts are added up.
+
 Rows: one `tokens` row per (provider, model priced as) and one `compute` row (zero for a dispatch that
-never ran, or whose worker was lost before it measured the run); each row is priced and rounded once
+never ran, or whose worker was lost before its first sample); each row is priced and rounded once
 (see `prices`). The dispatch's `cost_micro_usd` then becomes the sum of its rows, and its token columns
 the sums of its `tokens` rows. Until then (while it runs) they hold the running metered figures.
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from outpost.db.repositories import ledger as repo
+from outpost.db.repositories import reservations as reservations_repo
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.db.repositories.ledger import LedgerEntry, MeteredEvent
 from outpost.db.store import Connection
@@ -67,6 +71,8 @@ class Ledger:
     async def settle(self, conn: Connection, row: DispatchRow) -> Settlement:
         """Write the ledger rows of `row`, which the caller has just made terminal in this transaction,
         and its settled totals. Call `published()` once the transaction has committed."""
+        # Calls its worker left reserved (it may have died mid-call) no longer hold the tenant's budget.
+        await reservations_repo.drop_for_dispatch(conn, row.id)
         events = await repo.metered_events(conn, row.id)
         entries = ledger_rows(row, events, self.prices, utc_now())
         await repo.insert_entries(conn, entries)
@@ -87,15 +93,13 @@ def ledger_rows(
     """The ledger rows of a terminal dispatch: its `tokens` rows (by provider and model, in the order
     first metered), then its `compute` row."""
     by_model: dict[tuple[str, str], _ModelUsage] = {}
-    compute = ComputeTotals()
+    measured: list[dict[str, object]] = []
     for event in events:
         if event.kind == "usage":
             _add_call(by_model, event.data, row.model)
         elif event.kind == "compute":
-            compute = ComputeTotals(
-                compute.cpu_usec + _count(event.data, "cpu_usec"),
-                compute.memory_byte_s + _count(event.data, "memory_byte_s"),
-            )
+            measured.append(event.data)
+    compute = charged_compute(measured)
     entries = [
         _entry(row, now, prices.version, "tokens", _tokens_cost(prices, provider, model, usage),
                provider=provider, model=model, counts=usage.counts)
@@ -104,6 +108,23 @@ def ledger_rows(
     cost = prices.compute_micro_usd(compute.cpu_usec, compute.memory_byte_s)
     entries.append(_entry(row, now, prices.version, "compute", cost, compute=compute))
     return entries
+
+
+def charged_compute(measured: Iterable[dict[str, object]]) -> ComputeTotals:
+    """The compute to charge, from `compute` events' data in order: each attempt's last (they are
+    cumulative for it), summed over attempts. An event naming no attempt (written before samples
+    existed, one per attempt) counts on its own."""
+    last_of_attempt: dict[int, ComputeTotals] = {}
+    unnumbered: list[ComputeTotals] = []
+    for data in measured:
+        used = ComputeTotals(_count(data, "cpu_usec"), _count(data, "memory_byte_s"))
+        attempt = _count(data, "attempt")
+        if attempt:
+            last_of_attempt[attempt] = used
+        else:
+            unnumbered.append(used)
+    charged = [*last_of_attempt.values(), *unnumbered]
+    return ComputeTotals(sum(used.cpu_usec for used in charged), sum(used.memory_byte_s for used in charged))
 
 
 def _add_call(

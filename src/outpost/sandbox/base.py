@@ -128,8 +128,9 @@ class SandboxRun(Protocol):
         """Kill every process of the run and return once they are gone. Idempotent; never raises."""
 
     async def compute_usage(self) -> ComputeUsage:
-        """After `kill()`: the CPU time and memory the run used, for the ledger. Never raises; what the
-        backend cannot measure is zero."""
+        """After `kill()`: the CPU time and memory the run used, for the ledger. While the run is alive
+        (not during `kill()`): what it used so far, cheap enough to ask every few seconds. Never raises;
+        what the backend cannot measure is zero."""
 
 
 class Sandbox(Protocol):

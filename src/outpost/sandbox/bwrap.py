@@ -116,7 +116,8 @@ class BwrapRun:
         await asyncio.to_thread(_run_all, cleanups)
 
     async def compute_usage(self) -> ComputeUsage:
-        """CPU time from the cgroup's accounting (cpuacct), memory-time from its sampled usage."""
+        """CPU time from the cgroup's accounting (cpuacct), memory-time from its sampled usage; while the
+        run is alive, both so far (one cgroup file read)."""
         return self._compute if self._compute is not None else await self._usage()
 
     async def _usage(self) -> ComputeUsage:

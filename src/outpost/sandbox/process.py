@@ -70,14 +70,22 @@ class ProcessRun:
     async def compute_usage(self) -> ComputeUsage:
         """Best effort, without cgroups: CPU time from the main process's rusage, which includes the
         descendants it (or a descendant it waited for) waited for, but not those left running when it
-        ended or that detached; memory from the resident sizes of the run's session, sampled."""
+        ended or that detached; memory from the resident sizes of the run's session, sampled. While the
+        main process runs (no rusage yet), CPU time is that of its session's processes so far (see
+        `procfs.session_cpu_usec`: a read of /proc, milliseconds)."""
         memory = self._memory.integral
         rusage = self._process.rusage
         if rusage is None:
-            return ComputeUsage(0, memory.byte_s, memory.peak_bytes)
+            return ComputeUsage(await self._cpu_so_far(), memory.byte_s, memory.peak_bytes)
         cpu_usec = round((rusage.ru_utime + rusage.ru_stime) * 1_000_000)
         # ru_maxrss is in KiB: the largest single process, a floor for the session's peak.
         return ComputeUsage(cpu_usec, memory.byte_s, max(memory.peak_bytes, rusage.ru_maxrss * 1024))
+
+    async def _cpu_so_far(self) -> int:
+        try:
+            return await asyncio.to_thread(procfs.session_cpu_usec, self._process.pid)
+        except OSError:
+            return 0  # /proc unreadable: what cannot be measured is zero (the contract)
 
 
 class ProcessSandbox:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 MARKER_VARIABLE = "OUTPOST_RUN"
@@ -56,14 +57,31 @@ def kill_marked(marker_prefix: str, deadline_s: float = 5.0) -> int:
 
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-_STAT_SESSION = 3  # fields after the command name in /proc/PID/stat: state, ppid, pgrp, session, …
-_STAT_RSS = 21  # … and the resident set size in pages (field 24 of proc(5))
+_CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# Fields after the command name in /proc/PID/stat (field N of proc(5) is at N - 3): state, ppid, pgrp,
+# session, …, utime, stime, cutime, cstime (clock ticks), …, and the resident set size (pages).
+_STAT_SESSION = 3
+_STAT_CPU_TICKS = slice(11, 15)
+_STAT_RSS = 21
 
 
 def session_rss_bytes(session_id: int) -> int:
     """The resident memory of every process in session `session_id`, summed (pages shared between them
     count once per process). A process that left the session (setsid) is not counted."""
-    total = 0
+    return sum(int(fields[_STAT_RSS]) * _PAGE_BYTES for fields in _session_stats(session_id))
+
+
+def session_cpu_usec(session_id: int) -> int:
+    """CPU time of the processes in session `session_id` so far, in microseconds: each one's own, and
+    that of the exited children it waited for (an exited process is counted by the one that reaped it,
+    so none twice). What exited without a waiter in the session, or left it (setsid), is not counted."""
+    ticks = sum(sum(int(tick) for tick in fields[_STAT_CPU_TICKS]) for fields in _session_stats(session_id))
+    return ticks * 1_000_000 // _CLOCK_TICKS_PER_S
+
+
+def _session_stats(session_id: int) -> Iterator[list[bytes]]:
+    """The fields after the command name of each process in the session (a few milliseconds per
+    thousand processes on the host)."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -73,5 +91,4 @@ def session_rss_bytes(session_id: int) -> int:
         except OSError:
             continue  # gone meanwhile
         if len(fields) > _STAT_RSS and int(fields[_STAT_SESSION]) == session_id:
-            total += int(fields[_STAT_RSS]) * _PAGE_BYTES
-    return total
+            yield fields

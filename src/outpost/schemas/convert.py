@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.db.repositories.events import EventRow
 from outpost.db.repositories.tenants import ApiKeyRow, TenantRow
 from outpost.domain.dispatch import AgentName, DispatchStatus, FailureReason, Tier
+from outpost.domain.quotas import SERVER_ACCOUNT
 from outpost.schemas.artifacts import ArtifactRead
 from outpost.schemas.dispatches import (
     DispatchLimits,
@@ -17,7 +20,7 @@ from outpost.schemas.dispatches import (
     Usage,
     WorkspaceSpec,
 )
-from outpost.schemas.failover import FailoverSpec
+from outpost.schemas.failover import account_taken, requested_failover
 from outpost.schemas.keys import KeyRead
 from outpost.schemas.tenants import TenantLimits, TenantPolicyRead
 
@@ -46,10 +49,15 @@ def dispatch_read(row: DispatchRow, artifacts: list[ArtifactRead] | None = None)
             else WorkspaceSpec()
         ),
         push=PushSpec(branch=row.push_branch) if row.push_branch else None,
-        failover=FailoverSpec.model_validate(row.failover) if row.failover else None,
+        failover=requested_failover(row.failover), failover_account=_failover_account(row),
         **_queue_fields(row),
         artifacts=artifacts or [],
     )  # fmt: skip
+
+
+def _failover_account(row: DispatchRow) -> Literal["server"] | None:
+    """`server` while a claim has the dispatch on the server's key (`failover.accounts`)."""
+    return "server" if account_taken(row.failover) == SERVER_ACCOUNT else None
 
 
 def _queue_fields(row: DispatchRow) -> dict[str, object]:

@@ -190,6 +190,12 @@ class DispatchRead(BaseModel):
     workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
     push: PushSpec | None = None
     failover: FailoverSpec | None = None
+    failover_account: Literal["server"] | None = Field(
+        default=None,
+        description="`server` when a claim moved the dispatch onto the server's key for its provider, its "
+        "tenant's own key being out of quota (`failover.accounts`); null: it runs on the key in force for "
+        "its tenant.",
+    )
     queue_reason: str | None = Field(
         default=None,
         description="While queued: why a worker does not take it yet (its tenant's concurrency cap, its "

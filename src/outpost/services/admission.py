@@ -7,8 +7,10 @@ those it must not take yet:
   running at once. The claim counts them under a per-tenant lock (see `claims.try_lock_tenant`), so
   claimers on several workers cannot overshoot together. Its other queued dispatches wait in order.
 - **Provider quota.** A dispatch whose model's provider account (the tenant's own key, else the
-  server's) is out of quota waits until the quota's end (`not_before`), or runs on the first of its
-  `failover` models whose account is not, with a note in its status event.
+  server's) is out of quota waits until the quota's end (`not_before`), or fails over as its `failover`
+  allows, with a note in its `provisioning` status event: with `accounts`, to the same model on the
+  server's key (recorded in its stored `failover`, for the worker to send that key); else to the first of
+  its fallback models whose account is not out of quota.
 
 Each held dispatch gets the reason in `queue_reason` and one status event (`queued`, with `note` and
 `held`) when the reason changes, never more: an SSE client sees why, once.
@@ -16,6 +18,7 @@ Each held dispatch gets the reason in `queue_reason` and one status event (`queu
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,13 +28,17 @@ from outpost.db.repositories import claims as claim_repo
 from outpost.db.repositories import dispatches as dispatch_repo
 from outpost.db.repositories import events as event_repo
 from outpost.db.repositories import quotas as quota_repo
+from outpost.db.repositories import tenant_providers as tenant_provider_repo
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.db.repositories.events import EventRow
+from outpost.db.repositories.tenant_providers import TenantProviderRow
 from outpost.db.store import Connection, Dialect
 from outpost.db.types import utc_now
 from outpost.domain.dispatch import DispatchStatus, Tier
 from outpost.domain.quotas import (
+    SERVER_ACCOUNT,
     HoldKind,
+    account_failover_note,
     failover_note,
     iso_utc,
     provider_account,
@@ -39,6 +46,7 @@ from outpost.domain.quotas import (
     tenant_cap_reason,
 )
 from outpost.errors import InvalidInput
+from outpost.schemas.failover import account_taken, requested_failover, with_account_taken
 from outpost.services.failover import Fallback, fallbacks
 from outpost.services.lifecycle import transition
 
@@ -58,14 +66,17 @@ class Admitted:
 
 
 class Admission:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, server_keys: Collection[str] = ()) -> None:
+        """`server_keys`: the providers the server has a key of its own for (the accounts a dispatch
+        whose `failover` sets `accounts` may move onto)."""
         self._catalog = catalog
+        self._server_keys = frozenset(server_keys)
 
     async def claim(self, conn: Connection, dialect: Dialect, limit: int) -> Admitted:
         """Inside the caller's write transaction: claim up to `limit` dispatches, hold back the others
         that are not to run yet. The caller publishes both lists' events once it has committed. Store
         errors pass through (the transaction is then rolled back whole)."""
-        claim = _Claim(conn, dialect, self._catalog, utc_now())
+        claim = _Claim(conn, dialect, self._catalog, self._server_keys, utc_now())
         return await claim.run(limit)
 
 
@@ -89,14 +100,17 @@ class _Plan:
 class _Claim:
     """One claim's pass over the queue, and what it learnt of tenants and quotas on the way."""
 
-    def __init__(self, conn: Connection, dialect: Dialect, catalog: Catalog, now: datetime) -> None:
+    def __init__(
+        self, conn: Connection, dialect: Dialect, catalog: Catalog, server_keys: frozenset[str], now: datetime
+    ) -> None:
         self._conn = conn
         self._dialect = dialect
         self._catalog = catalog
+        self._server_keys = server_keys
         self._now = now
         self._slots: dict[str, _Slots] = {}
         self._skipped: set[str] = set()
-        self._own: dict[str, set[str]] = {}
+        self._own: dict[str, dict[str, TenantProviderRow]] = {}
         self._exhausted: dict[tuple[str, str], datetime] | None = None
         self._claimed: list[DispatchRow] = []
         self._held: list[DispatchRow] = []
@@ -151,7 +165,8 @@ class _Claim:
         return slots
 
     async def _plan(self, row: DispatchRow) -> _Plan | None:
-        """How to claim `row`: as it is, or on a fallback model. None: it waits for a quota (held)."""
+        """How to claim `row`: as it is, on the server's key, or on a fallback model. None: it waits for a
+        quota (held)."""
         choice = self._model_of(row)
         if choice is None:
             return _Plan()
@@ -159,16 +174,32 @@ class _Claim:
         account = await self._account(row.tenant_id, choice.provider)
         until = exhausted.get((account, choice.provider))
         if until is None:
-            return _Plan()
+            return _on_account(row, None)
+        if await self._may_take_server_key(row, choice.provider, exhausted):
+            return _on_account(row, SERVER_ACCOUNT, account_failover_note(choice.provider, until))
         fallback = await self._free_fallback(row, exhausted)
         if fallback is None:
             await self._hold(row, HoldKind.QUOTA, quota_reason(choice.provider, account, until), until)
             return None
         model, provider = fallback.choice.model.id, fallback.choice.provider
-        values: dict[str, Any] = {"model": model}
+        values: dict[str, Any] = {"model": model, **_on_account(row, None).values}
         if fallback.tier is not None:
             values["tier"] = fallback.tier.value
         return _Plan(values, failover_note(choice.provider, until, model, provider))
+
+    async def _may_take_server_key(
+        self, row: DispatchRow, provider: str, exhausted: dict[tuple[str, str], datetime]
+    ) -> bool:
+        """Whether the dispatch may run on the server's key for `provider` instead of its tenant's own:
+        its failover sets `accounts`, the server has a key not out of quota, and the tenant's calls go to
+        the server's base URL (an admin who gave the tenant a URL of its own chose where they go)."""
+        spec = requested_failover(row.failover)
+        if spec is None or not spec.accounts:
+            return False
+        if provider not in self._server_keys or (SERVER_ACCOUNT, provider) in exhausted:
+            return False
+        own = (await self._own_settings(row.tenant_id)).get(provider)
+        return own is not None and own.base_url is None
 
     async def _free_fallback(
         self, row: DispatchRow, exhausted: dict[tuple[str, str], datetime]
@@ -195,11 +226,15 @@ class _Claim:
         return self._exhausted
 
     async def _account(self, tenant_id: str, provider: str) -> str:
+        return provider_account(tenant_id, provider in await self._own_settings(tenant_id))
+
+    async def _own_settings(self, tenant_id: str) -> dict[str, TenantProviderRow]:
+        """The tenant's own provider settings, by provider (read once per claim)."""
         own = self._own.get(tenant_id)
         if own is None:
-            pairs = await quota_repo.providers_with_own_settings(self._conn, [tenant_id])
-            own = self._own[tenant_id] = {name for _, name in pairs}
-        return provider_account(tenant_id, provider in own)
+            rows = await tenant_provider_repo.list_tenant_providers(self._conn, tenant_id)
+            own = self._own[tenant_id] = {found.provider: found for found in rows}
+        return own
 
     async def _hold(self, row: DispatchRow, kind: HoldKind, reason: str, not_before: datetime) -> None:
         if row.queue_reason == reason:
@@ -231,3 +266,12 @@ class _Claim:
         if row.not_before is not None:
             data["not_before"] = iso_utc(row.not_before)
         return EventRow(row.id, row.event_seq, utc_now(), "status", data)
+
+
+def _on_account(row: DispatchRow, account: str | None, note: str | None = None) -> _Plan:
+    """A claim of `row` on `account` (None: its tenant's own account, the one in force): its stored
+    failover then says so, for the worker to send that account's key. A retry claimed again sets it
+    afresh, so a dispatch goes back to its tenant's key once that one is no longer out of quota."""
+    if account_taken(row.failover) == account:
+        return _Plan(note=note)
+    return _Plan({"failover": with_account_taken(row.failover, account)}, note)

@@ -5,21 +5,36 @@ sweeps of one day agree on it and record one cut), it appends an `audit.pruned` 
 to go and its hash, then deletes the rows up to it, oldest first, in short transactions. Verification
 starts after such a cut: the first row left links to the recorded hash, and while a deletion is part-way
 the rows not yet deleted must still lead to it.
+
+The head's seal (see `outpost.audit.log`) is made at start for a head that has none: a database from
+before heads were sealed, or a new one. That trusts the head as it stands on first use; every later move
+of the head must then come from an append that holds the key.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from outpost.audit import entries
-from outpost.audit.chain import AuditRecord
+from outpost.audit.chain import AuditHead, AuditRecord
 from outpost.audit.log import AuditLog
-from outpost.audit.verify import AuditKeyMismatch, ChainBroken, check_head, start_of, verifying_key, walk
+from outpost.audit.verify import (
+    AuditKeyMismatch,
+    ChainBroken,
+    check_head,
+    check_head_seal,
+    start_of,
+    verifying_key,
+    walk,
+)
 from outpost.db.repositories import audit as repo
 from outpost.db.store import Connection, Store
 from outpost.errors import PermissionDenied
 from outpost.services.keys import Principal
+
+log = logging.getLogger(__name__)
 
 PRUNE_BATCH = 5000
 """Rows deleted per transaction by retention."""
@@ -60,7 +75,7 @@ class AuditService:
         """Raises AuditKeyMismatch when the chain's last row does not verify under this master key: a
         server started with another key would otherwise extend the log with rows that never verify."""
         async with self._store.read() as conn:
-            head_seq, _ = await repo.read_head(conn)
+            head_seq = (await repo.read_head(conn)).seq
             last = await repo.raw_row(conn, head_seq) if head_seq else None
         if last is not None and verifying_key(self.log.keys, last) is None:
             raise AuditKeyMismatch(
@@ -70,24 +85,49 @@ class AuditService:
                 "(`outpost audit verify` tells)"
             )
 
+    async def seal_head(self) -> None:
+        """Seal the head if it has never been sealed (run at start, after `check_key`): trust on first use
+        for a database from before heads were sealed, logged as a warning when it already holds rows.
+        Logs an error when the head carries a seal no key makes (`outpost audit verify` tells more)."""
+        async with self._store.write() as conn:
+            head = await repo.lock_head(conn)  # a server starting beside this one waits, then sees the seal
+            if head.mac is None:
+                await repo.set_head_mac(conn, self.log.key.head_mac(head.seq, head.hash))
+        if head.mac is None and head.seq:
+            log.warning(
+                "sealed the audit log's head at seq %d, which was not sealed: trusting that no rows were "
+                "cut off its end before now (expected once, after the upgrade that seals heads)", head.seq,
+            )  # fmt: skip
+        elif head.mac is not None and not self.log.seals(head):
+            log.error(
+                "the audit log's head at seq %d is not sealed by the audit key: rows may have been cut off "
+                "its end; run `outpost audit verify`", head.seq,
+            )  # fmt: skip
+
     async def verify(self) -> VerifyReport:
         """Walk the whole chain in one snapshot. Raises ChainBroken naming the first row that does not
-        verify and why; AuditKeyMismatch when no row checked verifies (the wrong master key)."""
+        verify and why, or the head when it is not sealed; AuditKeyMismatch when no row checked verifies
+        (the wrong master key)."""
         async with self._store.read() as conn:
             await repo.begin_snapshot(conn)
-            head_seq, head_hash = await repo.read_head(conn)
+            head = await repo.read_head(conn)
             first = await repo.first_seq(conn)
             if first is None:
-                if head_seq:
-                    raise ChainBroken(
-                        1, f"the log is empty but its head is at seq {head_seq}: rows were deleted"
-                    )
-                return VerifyReport(0, None, 0, head_hash)
-            await self._probe_key(conn, first, head_seq)
+                return self._empty_log(head)
+            await self._probe_key(conn, first, head.seq)
             start = start_of(first, await repo.checkpoints(conn) if first > 1 else [])
             result = await repo.stream(conn, lambda rows: walk(rows, self.log.keys, start))
-        check_head(result, head_seq, head_hash)
-        return VerifyReport(result.rows, first, result.last_seq, head_hash)
+        check_head(result, head.seq, head.hash)
+        check_head_seal(head, self.log.keys)
+        return VerifyReport(result.rows, first, result.last_seq, head.hash)
+
+    def _empty_log(self, head: AuditHead) -> VerifyReport:
+        """The report on a log without rows. Raises ChainBroken when its head says rows were written, or
+        is not sealed."""
+        if head.seq:
+            raise ChainBroken(1, f"the log is empty but its head is at seq {head.seq}: rows were deleted")
+        check_head_seal(head, self.log.keys)
+        return VerifyReport(0, None, 0, head.hash)
 
     async def prune(self, now: datetime) -> int:
         """Delete the rows older than the retention period (see the module docstring); returns how many.

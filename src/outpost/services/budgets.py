@@ -9,21 +9,13 @@ the moment their usage is known (`TenantSpend`).
 - **Admission** (`BudgetGuard.admit`): a dispatch is refused (`BudgetExceeded`, 402) when the month spend
   has reached the budget, or when its `max_cost_usd` is more than what remains. Read afresh, in the
   submit's transaction.
-- **Each model call** (the gate `worker.run_budget` builds on this guard): refused when the dispatch's
-  metered cost has reached its `max_cost_usd`, or the tenant's month spend its budget; the run is then
-  stopped and fails with `budget_exceeded`.
+- **Each model call** (the hold `worker.run_budget` builds on this guard): let through when its bound fits
+  beside the calls in flight, or when it is alone, against the dispatch's `max_cost_usd` (in memory) and
+  the tenant's budget (reserved in the store, `reserve`/`release`); refused once either is reached, and
+  the run is then stopped and fails with `budget_exceeded`.
 
-Guarantee. The spend that runs can still add once a limit is reached is what was already under way:
-
-- a dispatch's metered cost exceeds its `max_cost_usd` by at most the calls it had in flight when its cost
-  reached it: one call for a CLI that waits for each answer before its next call (every agent's main
-  loop does);
-- a tenant's spend exceeds its budget by at most the calls in flight, tenant-wide, at the moment the
-  spend reached it: one per running dispatch (same proviso), when all of the tenant's runs are in one
-  process (the embedded server). This process's calls are counted exactly and at once; what is charged
-  elsewhere (runs on other workers sharing the database, compute charged at settlement, storage accrual)
-  is seen at the next read, at most `OUTPOST_LIMITS__SPEND_REFRESH_MS` later (plus, for another worker's
-  runs, the delay of its write), and calls admitted in that window add to the excess.
+Guarantee: a limit is exceeded by at most one call's cost, tenant-wide and across workers (decision 0014
+says when a call's bound holds).
 
 Compute and storage are charged by the ledger when a dispatch settles and as storage accrues, not per
 call: they count towards the month spend (and so towards admission and later calls) from then on, and a
@@ -33,18 +25,24 @@ dispatch's `max_cost_usd` limits its model calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from outpost.db.repositories import reservations as reservations_repo
 from outpost.db.repositories import spend as spend_repo
+from outpost.db.repositories.reservations import Taken
 from outpost.db.repositories.spend import RunningCost, SpendRead
 from outpost.db.store import Connection, Store
 from outpost.db.types import utc_now
+from outpost.domain.reservations import Verdict
 from outpost.errors import BudgetExceeded, StoreUnavailable
 from outpost.services.tenant_spend import NO_SPEND, LocalRun, Spend, TenantSpend, month_start
 
 log = logging.getLogger(__name__)
+_RESERVE_RETRY_S = 0.1
+"""How often a call waiting for budget asks again, for calls ending in other processes."""
 
 
 def format_usd(micro_usd: int) -> str:
@@ -57,11 +55,18 @@ def format_usd(micro_usd: int) -> str:
 class BudgetGuard:
     """Admission checks, and the month spend of tenants with runs in this process, for their gates."""
 
-    def __init__(self, store: Store, refresh_s: float) -> None:
+    def __init__(
+        self, store: Store, refresh_s: float, *, output_tokens_cap: int = 128_000, reservation_s: float = 900
+    ) -> None:
         self._store = store
         self._refresh_s = refresh_s
         self._tenants: dict[str, TenantSpend] = {}
         self._writer = SpendWriter(store)
+        self.output_tokens_cap = output_tokens_cap
+        """Output tokens assumed of a call that sets no limit, when bounding its cost."""
+        self._reservation_s = reservation_s
+        self._released: dict[str, asyncio.Event] = {}
+        """Per tenant: set when one of its calls here releases its reservation, for calls waiting."""
 
     async def admit(self, conn: Connection, tenant_id: str, max_cost_micro_usd: int | None) -> None:
         """Raises BudgetExceeded when the tenant's budget is spent or what remains is less than the
@@ -117,6 +122,36 @@ class BudgetGuard:
         except StoreUnavailable as exc:
             log.warning("tenant %s's spend could not be read, the last read stands: %s", tenant_id, exc)
             return tenant.spend()
+
+    async def reserve(self, tenant_id: str, dispatch_id: str, bound: int) -> Taken:
+        """Reserve `bound` for a call against the tenant's budget, waiting while calls in flight may use
+        up what is left (`Pot.verdict`): the verdict is GO (with a reservation to `release` when the
+        tenant has a budget) or SPENT. Another process's calls are seen ending within `_RESERVE_RETRY_S`.
+        Raises StoreUnavailable."""
+        while True:
+            async with self._store.write() as conn:
+                now = utc_now()
+                taken = await reservations_repo.take(
+                    conn, tenant_id, dispatch_id, bound, since=month_start(now), now=now,
+                    hold_s=self._reservation_s,
+                )  # fmt: skip
+            if taken.verdict is not Verdict.WAIT:
+                return taken
+            released = self._released.setdefault(tenant_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(released.wait(), _RESERVE_RETRY_S)
+
+    async def release(self, tenant_id: str, reservation_id: str, cost: RunningCost) -> None:
+        """End a call's reservation, storing its run's cost so far in the same transaction. A failure is
+        logged: the reservation then lapses at its expiry, or when the dispatch settles."""
+        try:
+            async with self._store.write() as conn:
+                await reservations_repo.release(conn, tenant_id, reservation_id, cost)
+        except Exception:
+            log.exception("reservation %s of tenant %s could not be released", reservation_id, tenant_id)
+        released = self._released.pop(tenant_id, None)
+        if released is not None:
+            released.set()
 
     async def close(self) -> None:
         """Wait for the costs noted so far to be written."""

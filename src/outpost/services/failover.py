@@ -9,7 +9,7 @@ from typing import Any
 from outpost.agents.catalog import Catalog, ModelChoice, resolve_model
 from outpost.domain.dispatch import Tier
 from outpost.errors import InvalidInput
-from outpost.schemas.failover import FailoverSpec
+from outpost.schemas.failover import FailoverSpec, requested_failover
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +24,15 @@ def stored_failover(
     catalog: Catalog, agent: str, tier: Tier | None, model: str | None, spec: FailoverSpec | None
 ) -> dict[str, Any] | None:
     """The request's `failover` as the dispatch stores it. Raises InvalidInput naming `failover`,
-    `failover.models` or `failover.tiers` when the agent runs no model, when it cannot use a model named,
-    or when a fallback could only run on the dispatch's own provider (it could never help)."""
+    `failover.accounts`, `failover.models` or `failover.tiers` when the agent runs no model, when it cannot
+    use a model named, or when a fallback could only run on the dispatch's own provider (it could never
+    help)."""
     if spec is None:
         return None
     own = resolve_model(catalog, agent, tier, model)
     if own is None:
-        raise InvalidInput(f"failover: the {agent} agent runs no model; leave it out", field="failover")
+        where = "failover.accounts" if spec.accounts else "failover"
+        raise InvalidInput(f"{where}: the {agent} agent runs no model; leave failover out", field=where)
     for name in spec.models:
         choice = _model_choice(catalog, agent, name)
         if choice.provider == own.provider:
@@ -50,11 +52,12 @@ def stored_failover(
 
 
 def fallbacks(catalog: Catalog, agent: str, stored: dict[str, Any] | None) -> list[Fallback]:
-    """The models a dispatch may fail over to, in the order to try them. What no longer resolves (the
-    catalog changed since it was submitted) is left out."""
-    if not stored:
+    """The other models a dispatch may fail over to, in the order to try them (`accounts`, which keeps
+    the model, is the claim's to apply). What no longer resolves (the catalog changed since it was
+    submitted) is left out."""
+    spec = requested_failover(stored)
+    if spec is None:
         return []
-    spec = FailoverSpec.model_validate(stored)
     found: list[Fallback] = []
     for name in spec.models:
         try:

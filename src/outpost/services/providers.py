@@ -104,13 +104,17 @@ class ProviderService:
             retirement = audit_entries.secret_retired(caller.tenant_id, secret, 1, caller.origin, version)
             await self._audit.append(conn, retirement)
 
-    async def upstream_for(self, tenant_id: str, name: str, *, run_id: str | None = None) -> Upstream | None:
+    async def upstream_for(
+        self, tenant_id: str, name: str, *, run_id: str | None = None, server_account: bool = False
+    ) -> Upstream | None:
         """The upstream a run of this tenant calls for provider `name`, with the key to send; None when
         the provider is unknown. Raises SecretUnreadable when the tenant's key cannot be decrypted. A
-        tenant key decrypted is audited as read by the worker, for `run_id`."""
+        tenant key decrypted is audited as read by the worker, for `run_id`. With `server_account` (a
+        claim moved the dispatch onto the server's key, `failover.accounts`), the server's upstream as
+        it is: its key, to its base URL."""
         server = self._server.get(name)
-        if server is None:
-            return None
+        if server is None or server_account:
+            return server
         async with self._store.read() as conn:
             row = await repo.get_tenant_provider(conn, tenant_id, name)
             if row is None:

@@ -16,10 +16,12 @@ from outpost.agents.base import AgentAdapter, AgentRun, GatewayAccess
 from outpost.agents.catalog import Catalog, ModelChoice, resolve_model
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import Tier
+from outpost.domain.quotas import SERVER_ACCOUNT
 from outpost.gateway.server import ModelGateway
 from outpost.gateway.tokens import Grant
 from outpost.gateway.upstreams import Upstream, UpstreamResolver
 from outpost.sandbox.base import EventSink, InboundService, RequestedLimits, Sandbox, SandboxSpec
+from outpost.schemas.failover import account_taken
 from outpost.services.budgets import BudgetGuard
 from outpost.services.quotas import QuotaBook
 from outpost.worker.run_budget import RunBudget
@@ -70,7 +72,7 @@ async def prepare_launch(
 ) -> Launch:
     """Raises InvalidInput when the dispatch's model is no longer in the catalog, SandboxError when the
     gateway cannot be made reachable, SecretUnreadable when the tenant's provider key cannot be decrypted.
-    The caller calls `Launch.revoke` once the run is over: the token dies, the budget gate stops counting."""
+    The caller calls `Launch.revoke` once the run is over: the token dies, the budget hold stops counting."""
     run_id = f"{row.id}.{row.attempt}"
     choice = resolve_model(runtime.catalog, row.agent, Tier(row.tier), row.model)
     services: tuple[InboundService, ...] = (runtime.gateway,) if choice else ()
@@ -101,17 +103,20 @@ async def prepare_launch(
 async def _issue_token(
     runtime: AgentRuntime, run_id: str, row: DispatchRow, choice: ModelChoice | None, meter: RunMeter | None
 ) -> tuple[str | None, RunBudget | None]:
-    """The run's token, and its budget gate (once made, it counts until `_release`)."""
+    """The run's token, and its budget hold (once made, it counts until `_release`)."""
     if choice is None or meter is None:
         return None, None
     tenant_id = row.tenant_id
-    upstream = await runtime.providers.upstream_for(tenant_id, choice.provider, run_id=run_id)
+    on_server = account_taken(row.failover) == SERVER_ACCOUNT  # the claim failed over to it
+    upstream = await runtime.providers.upstream_for(
+        tenant_id, choice.provider, run_id=run_id, server_account=on_server
+    )
     budget = RunBudget(runtime.budgets, row, meter) if runtime.budgets is not None else None
     grant = Grant(
         run_id=run_id, tenant_id=tenant_id,
         upstreams={choice.provider: upstream} if upstream is not None else {},
         on_usage=budget.on_usage if budget is not None else meter.on_usage, on_failure=meter.on_failure,
-        gates=(budget.gate,) if budget is not None else (),
+        hold=budget.hold if budget is not None else None,
     )  # fmt: skip
     grant = _watching_quotas(runtime, upstream, grant)
     return runtime.gateway.tokens.issue(grant), budget

@@ -22,7 +22,7 @@ from outpost.worker.agent_launch import AgentRuntime, Launch, prepare_launch
 from outpost.worker.line_joiner import LineJoiner
 from outpost.worker.push_step import push_step
 from outpost.worker.recorder import OutputRecorder
-from outpost.worker.run_compute import compute_events
+from outpost.worker.run_compute import compute_events, compute_samples
 from outpost.worker.run_meter import RunMeter
 from outpost.worker.run_report import RunReport, event_data
 from outpost.worker.run_results import RunResults
@@ -47,6 +47,7 @@ class DispatchExecutor:
         results: RunResults,
         limits: LimitSettings,
         flush_s: float,
+        compute_sample_s: float,
     ) -> None:
         self._runs = runs
         self._workspaces = workspaces
@@ -56,6 +57,7 @@ class DispatchExecutor:
         self._runtime = runtime
         self._limits = limits
         self._flush_s = flush_s
+        self._compute_sample_s = compute_sample_s
 
     async def execute(self, row: DispatchRow, abort: asyncio.Event) -> None:
         """Run a claimed (`provisioning`) dispatch to a terminal state. Never raises."""
@@ -120,7 +122,7 @@ class DispatchExecutor:
             await recorder.close()
 
     async def _start(self, launch: Launch) -> SandboxRun:
-        """Start the run; a launch that does not start is revoked (its gateway token, its budget gate)."""
+        """Start the run; a launch that does not start is revoked (its gateway token, its budget hold)."""
         try:
             return await self._sandbox.start(launch.spec)
         except BaseException:
@@ -155,7 +157,7 @@ class DispatchExecutor:
         an event before the terminal one. A push that fails fails the dispatch."""
         for run in held.runs:
             await run.kill()  # capture reads the workspace: no process of the run may still change it
-        compute = await compute_events(held.runs)
+        compute = await compute_events(held.runs, row.attempt)
         scratch = await self._workspaces.scratch_dir(held.private) if held.private is not None else None
         kept = await self._results.keep(row, held.prepared, outcome.result, scratch)
         data: dict[str, object] = {"names": [artifact.name for artifact in kept.artifacts]}
@@ -198,11 +200,14 @@ class DispatchExecutor:
         gave_up = asyncio.create_task(launch.meter.gave_up.wait()) if launch.meter else aborted
         # A call refused over budget ends the run at once (`_attempt` gives the outcome its reason).
         over_budget = asyncio.create_task(launch.budget.exceeded.wait()) if launch.budget else aborted
+        # Samples of its compute while it runs: the ledger charges them if the final one never comes.
+        sampling = compute_samples([run], row.attempt, self._compute_sample_s, recorder.event)
         try:
-            await asyncio.wait(
-                {exited, aborted, gave_up, over_budget}, timeout=row.timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
+            async with sampling:
+                await asyncio.wait(
+                    {exited, aborted, gave_up, over_budget}, timeout=row.timeout_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )  # fmt: skip
         finally:
             aborted.cancel()
             gave_up.cancel()

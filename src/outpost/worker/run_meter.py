@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from outpost.agents.catalog import Catalog, ModelChoice, ModelEntry, cost_micro_usd
 from outpost.agents.events import Usage
+from outpost.gateway.call_bounds import PlannedCall
 from outpost.gateway.metering import MeteredCall
 from outpost.gateway.upstream_errors import ProviderFailure
 from outpost.sandbox.base import EventSink
@@ -68,6 +70,14 @@ class RunMeter:
         if failure.retry_at is not None:
             data["retry_at"] = _iso(failure.retry_at)
         self._events("provider_error", data)
+
+    def bound_micro_usd(self, call: PlannedCall, output_tokens_cap: int) -> int:
+        """The most `call` can cost: its input bound at the dearest input price (uncached, cached or
+        cache write) plus its output bound, at the prices of the model it names."""
+        prices = self._price_of(call.model)
+        input_price = max(prices.input, prices.cache_read, prices.cache_write)
+        output_tokens = call.output_tokens_bound or output_tokens_cap
+        return math.ceil(call.input_tokens_bound * input_price + output_tokens * prices.output)
 
     def _price_of(self, model: str | None) -> ModelEntry:
         if model is None:

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import CursorResult, TextClause, delete, func, insert, inspect, select, text, update
+from sqlalchemy import CursorResult, Select, TextClause, delete, func, insert, inspect, select, text, update
 
-from outpost.audit.chain import RAW_COLUMNS, AuditRecord
+from outpost.audit.chain import RAW_COLUMNS, AuditHead, AuditRecord
 from outpost.audit.verify import PRUNED, Checkpoint, checkpoint_of
 from outpost.db.store import Connection
 from outpost.db.tables import audit_head, audit_log
@@ -29,31 +29,33 @@ _PG_TEXT = {
     "created_at": "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
     "detail": "detail::text",
 }
+_HEAD = select(audit_head.c.seq, audit_head.c.hash, audit_head.c.mac).where(audit_head.c.id == HEAD_ID)
 _PRUNED_ROWS = text("SELECT seq, detail FROM audit_log WHERE action = :action ORDER BY seq")
 
 
-async def lock_head(conn: Connection) -> tuple[int, str]:
-    """The chain's last link (seq, hash), locked until the transaction ends: on PostgreSQL with FOR
-    UPDATE; on SQLite the write transaction already holds the database's only write lock."""
-    query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == HEAD_ID).with_for_update()
-    head = (await conn.execute(query)).mappings().one()
-    return int(head["seq"]), str(head["hash"])
+async def lock_head(conn: Connection) -> AuditHead:
+    """The chain's last link, locked until the transaction ends: on PostgreSQL with FOR UPDATE; on SQLite
+    the write transaction already holds the database's only write lock."""
+    return await _head(conn, _HEAD.with_for_update())
 
 
-async def read_head(conn: Connection) -> tuple[int, str]:
-    query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == HEAD_ID)
-    head = (await conn.execute(query)).mappings().one()
-    return int(head["seq"]), str(head["hash"])
+async def read_head(conn: Connection) -> AuditHead:
+    return await _head(conn, _HEAD)
 
 
-async def append_records(conn: Connection, records: Sequence[AuditRecord]) -> None:
-    """Insert rows and move the head to the last of them (the caller holds the head's lock)."""
+async def set_head_mac(conn: Connection, mac: str) -> None:
+    """Seal the head as it stands (the caller holds its lock)."""
+    await conn.execute(update(audit_head).where(audit_head.c.id == HEAD_ID).values(mac=mac))
+
+
+async def append_records(conn: Connection, records: Sequence[AuditRecord], head_mac: str | None) -> None:
+    """Insert rows and move the head to the last of them (the caller holds the head's lock), sealed with
+    `head_mac`; None leaves the head's mac as it was (see `AuditLog.append`)."""
     values = [{name: getattr(record, name) for name in AuditRecord.__slots__} for record in records]
     await conn.execute(insert(audit_log), values)
     last = records[-1]
-    await conn.execute(
-        update(audit_head).where(audit_head.c.id == HEAD_ID).values(seq=last.seq, hash=last.hash)
-    )
+    moved = {"seq": last.seq, "hash": last.hash} | ({"mac": head_mac} if head_mac is not None else {})
+    await conn.execute(update(audit_head).where(audit_head.c.id == HEAD_ID).values(**moved))
 
 
 async def list_page(conn: Connection, *, tenant_id: str | None, after: int, limit: int) -> list[AuditRecord]:
@@ -143,6 +145,12 @@ async def delete_range(conn: Connection, first: int, last: int) -> int:
 async def has_audit_log(conn: Connection) -> bool:
     """Whether the database has the audit log's tables (an offline command must not create them)."""
     return bool(await conn.run_sync(lambda sync_conn: inspect(sync_conn).has_table("audit_head")))
+
+
+async def _head(conn: Connection, query: Select[tuple[int, str, str | None]]) -> AuditHead:
+    head = (await conn.execute(query)).mappings().one()
+    mac = head["mac"]
+    return AuditHead(int(head["seq"]), str(head["hash"]), None if mac is None else str(mac))
 
 
 async def _dialect(conn: Connection) -> str:

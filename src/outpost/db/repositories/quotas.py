@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -12,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from outpost.db.store import Connection, Dialect
-from outpost.db.tables import provider_quotas, tenant_providers
+from outpost.db.tables import provider_quotas
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +71,3 @@ async def list_exhausted(conn: Connection, now: datetime) -> list[QuotaRow]:
     """Every quota still in force at `now` (the table holds one row per account and provider at most)."""
     query = select(provider_quotas).where(provider_quotas.c.exhausted_until > now)
     return [QuotaRow(**found) for found in (await conn.execute(query)).mappings()]
-
-
-async def providers_with_own_settings(conn: Connection, tenant_ids: Iterable[str]) -> set[tuple[str, str]]:
-    """`(tenant id, provider)` for each provider a tenant set a key or base URL of its own for."""
-    ids = sorted(set(tenant_ids))
-    if not ids:
-        return set()
-    query = select(tenant_providers.c.tenant_id, tenant_providers.c.provider).where(
-        tenant_providers.c.tenant_id.in_(ids)
-    )
-    return {(found.tenant_id, found.provider) for found in await conn.execute(query)}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, and_, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, case, func, or_, select, update
 
 from outpost.db.store import Connection
 from outpost.db.tables import dispatches, ledger_entries, tenants
@@ -77,13 +77,20 @@ _WRITE_RUNNING_COST = (
         # Not `IN (…)`: its expanding parameter cannot be used with executemany.
         or_(*(dispatches.c.status == status for status in _ACTIVE)),
     )
-    .values(cost_micro_usd=bindparam("b_cost", type_=BigInteger))
+    # Never lowered: a run's cost only grows, and two writers (the coalescing writer, a call's release)
+    # may commit in another order than they read the meter.
+    .values(
+        cost_micro_usd=case(
+            (dispatches.c.cost_micro_usd < bindparam("b_cost", type_=BigInteger), bindparam("b_cost")),
+            else_=dispatches.c.cost_micro_usd,
+        )
+    )
 )
 
 
 async def write_running_costs(conn: Connection, costs: Sequence[RunningCost]) -> None:
-    """Store each run's cost so far on its dispatch; a dispatch that has settled, or gone on to another
-    attempt, keeps what it has (settlement writes the final cost)."""
+    """Store each run's cost so far on its dispatch, unless it already holds more; a dispatch that has
+    settled, or gone on to another attempt, keeps what it has (settlement writes the final cost)."""
     if costs:
         params = [{"b_id": c.dispatch_id, "b_attempt": c.attempt, "b_cost": c.cost_micro_usd} for c in costs]
         await conn.execute(_WRITE_RUNNING_COST, params)
