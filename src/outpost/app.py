@@ -38,6 +38,8 @@ from outpost.services.artifacts import ArtifactService
 from outpost.services.audit import AuditService
 from outpost.services.budgets import BudgetGuard
 from outpost.services.dispatches import DispatchService
+from outpost.services.fleet import FleetService
+from outpost.services.fleet_runs import FleetRuns
 from outpost.services.git_credentials import GitCredentialService
 from outpost.services.keys import KeyService
 from outpost.services.providers import ProviderService
@@ -54,7 +56,9 @@ from outpost.storage.signing import UrlSigner
 from outpost.worker.agent_launch import AgentRuntime
 from outpost.worker.executor import DispatchExecutor
 from outpost.worker.persistent import PersistentStore
-from outpost.worker.queue.inprocess import InProcessWorker
+from outpost.worker.presence import WorkerPresence, retire_workers
+from outpost.worker.queue.base import QueueBackend
+from outpost.worker.queue.factory import advertised_agents, build_queue
 from outpost.worker.run_outputs import OutputLimits
 from outpost.worker.run_results import RunResults
 from outpost.worker.run_workspace import RunWorkspaces, WorkspacePlaces
@@ -74,7 +78,7 @@ class Container:
     dispatches: DispatchService
     runs: RunService
     sandbox: Sandbox
-    worker: InProcessWorker
+    worker: QueueBackend
     gateway: ModelGateway
     providers: ProviderService
     git_credentials: GitCredentialService
@@ -95,6 +99,8 @@ class Container:
     usage: UsageService
     quotas: QuotaBook
     audit: AuditService
+    presence: WorkerPresence
+    fleet: FleetService
     _lock_file: IO[str] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -107,8 +113,9 @@ class Container:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.check_sandbox()
         try:
-            await upgrade_to_head(self.store)
+            await upgrade_to_head(self.store, job_queue=self.settings.worker.queue == "procrastinate")
             await self.bus.start()
+            await self.worker.open()
             async with self.store.read() as conn:
                 await self.vault.check_key(conn)
             await self.audit.check_key()
@@ -117,6 +124,7 @@ class Container:
             if self.settings.worker.enabled:
                 self._lock_file = lock_data_dir(self.settings.data_dir)
                 await self._recover()
+                await self.presence.start()  # registered before it takes work: claims name it
                 self.worker.start()
                 self.janitor.start()  # one sweeper per data dir: it runs where the worker does
         except BaseException:
@@ -146,6 +154,7 @@ class Container:
         await self.janitor.stop()
         await self.storage_accrual.stop()
         await self.worker.stop()
+        await self.presence.stop()
         await self.budgets.close()  # the runs' last costs, before the store closes
         await self.quotas.flush()  # the quotas the runs met, likewise
         await self.gateway.close()
@@ -157,7 +166,11 @@ class Container:
 
     async def _recover(self) -> None:
         killed = await self.sandbox.reap_leftovers()
-        queued_again, failed = await self.runs.reconcile_lost()
+        queued_again = failed = 0
+        # Fleet workers share the database: they take back what a lost worker held (`FleetRuns`).
+        if self.settings.worker.queue == "rows":
+            queued_again, failed = await self.runs.reconcile_lost()
+            await retire_workers(self.store)  # the workers of earlier starts hold nothing now
         if killed or queued_again or failed:
             log.warning(
                 "recovered from an unclean stop: killed %d leftover processes, queued %d dispatches again, "
@@ -213,7 +226,16 @@ def build_container(settings: Settings) -> Container:
         limits=settings.limits, flush_s=settings.worker.log_flush_ms / 1000,
         compute_sample_s=settings.ledger.compute_sample_s,
     )  # fmt: skip
-    worker = InProcessWorker(runs, executor, settings.worker.slots, settings.worker.poll_interval_s)
+    offered = advertised_agents(settings, agents)
+    presence = WorkerPresence(
+        store, slots=settings.worker.slots, agents=offered, heartbeat_s=settings.worker.heartbeat_s,
+        busy=lambda: worker.busy,
+    )  # fmt: skip
+    # A dispatch held back by its tenant's cap is looked at again every heartbeat (one claim each).
+    fleet_runs = FleetRuns(
+        store, admission, settings.worker.max_attempts, bus, ledger, settings.worker.heartbeat_s
+    )
+    worker = build_queue(settings, store, runs, fleet_runs, executor, presence, offered)
     dispatches = DispatchService(
         store,
         worker,
@@ -241,7 +263,8 @@ def build_container(settings: Settings) -> Container:
             store, ledger.prices, ledger.metrics, settings.ledger.storage_accrual_interval_s
         ),
         usage=UsageService(store, ledger.prices.version),
-        quotas=quotas, audit=audit,
+        quotas=quotas, audit=audit, fleet=FleetService(store, settings.fleet),
+        presence=presence,
     )  # fmt: skip
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outpost.domain.dispatch import AgentName
 from outpost.errors import InvalidInput
 from outpost.events.settings import EventSettings
 from outpost.ledger.settings import LedgerSettings
 from outpost.sandbox.egress_policy import parse_entry
 from outpost.secrets.key_list import KeyList
+from outpost.services.fleet_settings import FleetSettings
 from outpost.services.retention_settings import RetentionSettings
 from outpost.storage.settings import StorageSettings
 from outpost.workspaces.settings import GitSettings, WorkspaceSettings
@@ -66,8 +68,13 @@ class LimitSettings(BaseModel):
 class WorkerSettings(BaseModel):
     """The worker that runs dispatches (in-process in the embedded default)."""
 
+    queue: Literal["rows", "procrastinate"] = "rows"
+    """How dispatches reach workers. `rows` (the embedded default): the dispatch row is the queue entry
+    and `outpost serve` runs them itself. `procrastinate` (PostgreSQL only): each dispatch gets a
+    procrastinate job in the same transaction, `outpost worker` processes on any number of machines run
+    them, and `outpost serve` only serves the API unless `enabled` is set explicitly."""
     enabled: bool = True
-    """Run the in-process worker inside `outpost serve`."""
+    """Run a worker inside `outpost serve` (with the `procrastinate` queue: false unless set)."""
     slots: int = Field(default=8, ge=1, le=1024)
     """Dispatches this worker runs at once."""
     max_attempts: int = Field(default=2, ge=1, le=10)
@@ -80,6 +87,23 @@ class WorkerSettings(BaseModel):
     arrive during a write go together in the next one."""
     abort_grace_s: float = Field(default=5.0, gt=0)
     """How long a cancel waits for the worker to stop a run before it marks the dispatch itself."""
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    """How often a worker records that it is alive (and how busy it is) in the `workers` table."""
+    stale_s: float = Field(default=30.0, gt=0)
+    """Silence after which a worker is taken for dead: its dispatches are queued again or fail with
+    `worker_lost`. Several heartbeats long, so that a slow database write is not a death."""
+    drain_timeout_s: float = Field(default=300.0, ge=0)
+    """How long a fleet worker told to stop (SIGTERM) lets its runs finish before it kills the rest
+    and hands their dispatches back to the queue."""
+    agents: list[AgentName] | None = None
+    """The agents a fleet worker offers to run (`outpost worker --agents`); default: those whose CLI is
+    ready on its machine."""
+
+    @model_validator(mode="after")
+    def procrastinate_serves_only_the_api_by_default(self) -> WorkerSettings:
+        if self.queue == "procrastinate" and "enabled" not in self.model_fields_set:
+            self.enabled = False
+        return self
 
 
 class SandboxSettings(BaseModel):
@@ -191,6 +215,15 @@ class Settings(BaseSettings):
     events: EventSettings = Field(default_factory=EventSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
+
+    @model_validator(mode="after")
+    def fleet_takes_workers_for_lost_when_workers_do(self) -> Settings:
+        """The fleet's health shows a worker as lost after the silence that has its dispatches handed on
+        (`worker.stale_s`), unless `fleet.worker_stale_s` is set on its own."""
+        if "worker_stale_s" not in self.fleet.model_fields_set:
+            self.fleet = self.fleet.model_copy(update={"worker_stale_s": self.worker.stale_s})
+        return self
 
     @property
     def resolved_master_key_file(self) -> Path:

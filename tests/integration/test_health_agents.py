@@ -85,3 +85,12 @@ def _cli_rows(env: dict[str, str]) -> list[dict[str, Any]]:
     )
     rows: list[dict[str, Any]] = json.loads(done.stdout)
     return rows
+
+
+async def test_a_server_without_a_worker_is_ready_whatever_its_sandbox(make_server: MakeServer) -> None:
+    """An API-only server runs nothing: a sandbox backend that could not run here must not make it unready."""
+    server = await make_server(worker={"enabled": False})
+    server.container.sandbox.problems = lambda: ["bubblewrap is missing"]  # type: ignore[method-assign]
+    response = await server.client.get("/health/ready")
+    assert response.status_code == 200, response.text
+    assert "sandbox" not in response.json()["checks"]

@@ -59,6 +59,7 @@ MATRIX: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {
     ("GET", "/v1/usage"): ("list", (200,)),
     ("GET", "/health/live"): ("public", (200,)),
     ("GET", "/health/ready"): ("public", (200, 503)),
+    ("GET", "/health/fleet"): ("public", (200, 503)),
     ("GET", "/metrics"): ("public", (200,)),
 }
 BODIES: dict[tuple[str, str], dict[str, Any]] = {

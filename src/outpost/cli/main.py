@@ -35,6 +35,7 @@ EXIT_CODES: list[tuple[type[OutpostError], int]] = [
 # imports (FastAPI, SQLAlchemy, Alembic) would otherwise add a second or more to every client command.
 COMMANDS = {
     "serve": "outpost.cli.server:serve",
+    "worker": "outpost.cli.worker:worker",
     "db": "outpost.cli.server:db",
     "tenants": "outpost.cli.server:tenants",
     "keys": "outpost.cli.keys:keys",
@@ -76,7 +77,7 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """Outpost: run AI coding agents as a fleet.
 
-    Commands other than serve, db, tenants and secrets talk to the server at OUTPOST_URL
+    Commands other than serve, worker, db, tenants and secrets talk to the server at OUTPOST_URL
     (default http://127.0.0.1:8080) with the key in OUTPOST_API_KEY.
     """
 

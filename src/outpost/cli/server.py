@@ -28,6 +28,7 @@ from outpost.schemas.tenants import TenantPolicyUpdate
 from outpost.secrets.startup import check_master_keys
 from outpost.services.audit import AuditService
 from outpost.services.keys import KeyService
+from outpost.worker.queue.factory import check_queue_database
 
 T = TypeVar("T")
 
@@ -40,6 +41,7 @@ T = TypeVar("T")
 def serve(host: str, port: int) -> None:
     """Run the embedded system: API, worker and store in one process."""
     settings = load_settings()
+    check_queue_database(settings)
     configure_logging(settings.log_level)
     # Before the container exists: it would make a key file, and a wrong key must be one clear line.
     asyncio.run(check_master_keys(settings))
@@ -76,12 +78,13 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Apply every pending migration."""
-    store = Store(load_settings().resolved_database_url)
+    """Apply every pending migration (and procrastinate's schema when the queue is procrastinate)."""
+    settings = load_settings()
+    store = Store(settings.resolved_database_url)
 
     async def run() -> None:
         try:
-            await upgrade_to_head(store)
+            await upgrade_to_head(store, job_queue=settings.worker.queue == "procrastinate")
         finally:
             await store.dispose()
 

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
+from outpost.db.job_queue_schema import apply_if_missing
 from outpost.db.store import Store
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -22,12 +23,16 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade_to_head(store: Store) -> None:
-    """Bring the schema to the newest revision; safe to run from several processes at once."""
+async def upgrade_to_head(store: Store, *, job_queue: bool = False) -> None:
+    """Bring the schema to the newest revision; safe to run from several processes at once. With
+    `job_queue` (the procrastinate queue backend, PostgreSQL only), also create procrastinate's schema
+    when the database has none (`db.job_queue_schema`)."""
     async with store.write() as conn:
         if store.dialect == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_MIGRATION_LOCK_ID})
         await conn.run_sync(_upgrade)
+        if job_queue and store.dialect == "postgresql":
+            await conn.run_sync(apply_if_missing)
 
 
 def _upgrade(connection: Connection) -> None:

@@ -108,6 +108,8 @@ dispatches = Table(
     # What the dispatch may fall back to when its provider account is out of quota (tiers, accounts), and
     # under `account` the one a claim moved it onto (`server`: the worker sends the server's key).
     Column("failover", PortableJSON, nullable=True),
+    # The worker holding the current attempt (see `workers`); NULL when none does.
+    Column("worker_id", String(64), nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key"),
     # Keyset pagination: newest first within a tenant, optionally filtered by status or agent.
     Index(None, "tenant_id", "id"),
@@ -115,6 +117,26 @@ dispatches = Table(
     Index(None, "tenant_id", "agent", "id"),
     # The worker's claim query and the restart reconciler.
     Index(None, "status", "id"),
+    # The fleet's last-hour figures.
+    Index(None, "finished_at"),
+)
+
+# The worker fleet: one row per worker process, kept up to date by its heartbeat.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(40), nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("busy", Integer, nullable=False),
+    Column("agents", PortableJSON, nullable=False),
+    Column("draining", Boolean, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+    Index(None, "heartbeat_at"),
 )
 
 dispatch_events = Table(

@@ -85,6 +85,7 @@ class Ledger:
         for settlement in settlements:
             if settlement is not None:
                 self.metrics.count(settlement.entries)
+                self.metrics.count_finished(settlement.dispatch)
 
 
 def ledger_rows(

@@ -27,6 +27,7 @@ from outpost.agents.catalog import Catalog, ModelChoice, resolve_model
 from outpost.db.repositories import claims as claim_repo
 from outpost.db.repositories import dispatches as dispatch_repo
 from outpost.db.repositories import events as event_repo
+from outpost.db.repositories import fleet_claims
 from outpost.db.repositories import quotas as quota_repo
 from outpost.db.repositories import tenant_providers as tenant_provider_repo
 from outpost.db.repositories.dispatches import DispatchRow
@@ -79,6 +80,16 @@ class Admission:
         claim = _Claim(conn, dialect, self._catalog, self._server_keys, utc_now())
         return await claim.run(limit)
 
+    async def claim_one(
+        self, conn: Connection, dialect: Dialect, dispatch_id: str, worker_id: str
+    ) -> Admitted:
+        """Inside the caller's write transaction: claim that one dispatch for `worker_id` (recorded on the
+        dispatch), under the rules of `claim`, if it is queued and due; a dispatch that may not run yet
+        is held back as `claim` would hold it. Nothing is claimed or held when it is not queued or not
+        due. The caller publishes both lists' events once it has committed."""
+        claim = _Claim(conn, dialect, self._catalog, self._server_keys, utc_now(), worker_id)
+        return await claim.run_one(dispatch_id)
+
 
 @dataclass(slots=True)
 class _Slots:
@@ -101,9 +112,16 @@ class _Claim:
     """One claim's pass over the queue, and what it learnt of tenants and quotas on the way."""
 
     def __init__(
-        self, conn: Connection, dialect: Dialect, catalog: Catalog, server_keys: frozenset[str], now: datetime
+        self,
+        conn: Connection,
+        dialect: Dialect,
+        catalog: Catalog,
+        server_keys: frozenset[str],
+        now: datetime,
+        worker_id: str | None = None,
     ) -> None:
         self._conn = conn
+        self._claimer: dict[str, Any] = {"worker_id": worker_id} if worker_id is not None else {}
         self._dialect = dialect
         self._catalog = catalog
         self._server_keys = server_keys
@@ -130,6 +148,13 @@ class _Claim:
         await self._hold_full_tenants()
         return Admitted(self._claimed, self._held)
 
+    async def run_one(self, dispatch_id: str) -> Admitted:
+        row = await fleet_claims.lock_queued(self._conn, self._dialect, dispatch_id, self._now)
+        if row is not None:
+            await self._consider(row)
+        await self._hold_full_tenants()
+        return Admitted(self._claimed, self._held)
+
     async def _consider(self, row: DispatchRow) -> None:
         if row.tenant_id in self._skipped:
             return
@@ -142,7 +167,7 @@ class _Claim:
             return
         claimed = await transition(
             self._conn, row, DispatchStatus.PROVISIONING, note=plan.note,
-            attempt=row.attempt + 1, queue_reason=None, not_before=None, **plan.values,
+            attempt=row.attempt + 1, queue_reason=None, not_before=None, **plan.values, **self._claimer,
         )  # fmt: skip
         if claimed is None:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from outpost.events.base import EventBus, EventNotice
 from outpost.ledger.settlement import Ledger, Settlement
 from outpost.services.admission import Admission
 from outpost.services.lifecycle import event_notice, transition
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +102,24 @@ class RunService:
         self._bus.publish([EventNotice(reserved.tenant_id, dispatch_id, reserved.last)])
         return True
 
-    async def finish(self, dispatch_id: str, outcome: Outcome) -> DispatchRow | None:
+    async def finish(
+        self, dispatch_id: str, outcome: Outcome, attempt: int | None = None
+    ) -> DispatchRow | None:
         """Record the terminal state and settle the dispatch's cost, unless it already has one (a cancel
-        won the race)."""
+        won the race) or, given the `attempt` that produced the outcome, the dispatch has gone on to
+        another attempt since (its worker was taken for lost: a late result must not overwrite the newer
+        attempt's)."""
         settled: Settlement | None = None
         async with self._store.write() as conn:
             current = await repo.get_dispatch(conn, dispatch_id)
             if current is None or DispatchStatus(current.status).is_terminal:
+                return current
+            if attempt is not None and (
+                current.attempt != attempt or current.status == DispatchStatus.QUEUED
+            ):
+                log.warning(
+                    "dispatch %s: the result of attempt %d came too late, ignored", dispatch_id, attempt
+                )
                 return current
             # Inside one write transaction nobody else can change the row, so this cannot lose a race.
             finished = await transition(

@@ -66,13 +66,13 @@ class DispatchExecutor:
             outcome = await self._attempt(row, held, abort)
             if outcome is not None:
                 outcome = await self._keep_results(row, held, outcome)
-                await self._runs.finish(row.id, outcome)
+                await self._runs.finish(row.id, outcome, row.attempt)
         except Exception:
             log.exception("dispatch %s failed inside the worker", row.id)
             internal = Outcome(
                 DispatchStatus.FAILED, reason=FailureReason.INTERNAL, detail="internal worker error"
             )
-            await self._runs.finish(row.id, internal)
+            await self._runs.finish(row.id, internal, row.attempt)
         finally:
             # After the outcome is recorded: the sweep for stray processes takes milliseconds, and the
             # outcome does not depend on it (the main process has ended, or was killed already).

@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and the fleet's health."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from outpost.api.auth import ContainerDep
 from outpost.api.problems import problem
 from outpost.app import Container
 from outpost.errors import OutpostError, Unavailable
+from outpost.schemas.fleet import FleetHealth, FleetStatus
 from outpost.services.retention import StorageStatus
 from outpost.storage.disk_guard import format_bytes
 
@@ -24,9 +25,10 @@ async def live() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(container: ContainerDep) -> dict[str, Any] | Response:
-    """Not ready when the store, the worker or the sandbox is failing, or free disk space is below the
-    reserve. `agents` only informs: a server without some agent CLI still serves the others (one with
-    only `shell` is fine); so does `storage.over_cap`, which the next retention sweep deals with."""
+    """Not ready when the store, the worker or (with a worker) the sandbox is failing, or free disk space
+    is below the reserve. `agents` only informs: a server without some agent CLI still serves the others
+    (one with only `shell` is fine); so does `storage.over_cap`, which the next retention sweep deals
+    with."""
     checks = await _checks(container)
     storage = _storage(container, checks)
     sandbox = {"backend": container.sandbox.name, "isolated": container.sandbox.isolated}
@@ -42,6 +44,16 @@ async def ready(container: ContainerDep) -> dict[str, Any] | Response:
     return {"status": "ok", "checks": checks, "sandbox": sandbox, "agents": agents, "storage": storage}
 
 
+@router.get("/fleet", response_model=FleetHealth, responses={503: {"model": FleetHealth}})
+async def fleet(container: ContainerDep) -> Response:
+    """The workers, each agent's queue and last hour, and the fleet's status with its reasons: 200 when
+    healthy or degraded, 503 (same body) when unhealthy. Figures per agent and per worker, never per
+    tenant; computed at most every `OUTPOST_FLEET__CACHE_S` (`as_of`)."""
+    report = await container.fleet.report()
+    status_code = 503 if report.status is FleetStatus.UNHEALTHY else 200
+    return Response(report.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
 async def _checks(container: Container) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
@@ -51,7 +63,8 @@ async def _checks(container: Container) -> dict[str, str]:
         checks["store"] = exc.detail
     if container.settings.worker.enabled:
         checks["worker"] = "ok" if container.worker.is_healthy() else "the in-process worker is not running"
-    checks["sandbox"] = "; ".join(container.sandbox.problems()) or "ok"
+        # Only where runs are: a server that only serves the API needs no sandbox.
+        checks["sandbox"] = "; ".join(container.sandbox.problems()) or "ok"
     return checks
 
 

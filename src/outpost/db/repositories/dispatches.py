@@ -55,6 +55,7 @@ class DispatchRow:
     queue_reason: str | None = None
     not_before: datetime | None = None
     failover: dict[str, Any] | None = None
+    worker_id: str | None = None
 
 
 async def insert_dispatch(conn: Connection, row: DispatchRow) -> None:

@@ -26,3 +26,22 @@ class DispatchQueue(Protocol):
 
     def is_healthy(self) -> bool:
         """True while the workers this process relies on are taking work."""
+
+
+class QueueBackend(DispatchQueue, Protocol):
+    """A queue backend as the composition root holds it: opened with the server, started where this
+    process runs dispatches, stopped with it."""
+
+    @property
+    def busy(self) -> int:
+        """Dispatches this process is running now."""
+
+    async def open(self) -> None:
+        """Connect what enqueue and abort need, before the server takes requests. Raises Unavailable when
+        the backend cannot work with this database."""
+
+    def start(self) -> None:
+        """Start claiming and running dispatches."""
+
+    async def stop(self) -> None:
+        """Stop taking work, end or hand back the runs in progress, and close connections."""

@@ -56,8 +56,16 @@ class InProcessWorker:
         done, _ = await asyncio.wait({active.task}, timeout=timeout_s)
         return bool(done)
 
+    @property
+    def busy(self) -> int:
+        """Dispatches running now."""
+        return len(self._active)
+
     def is_healthy(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()
+
+    async def open(self) -> None:
+        """Nothing to connect: the store is the queue."""
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="outpost-worker")
