@@ -170,7 +170,7 @@ def run_phase(
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    env = {"OUTPOST_WORKER__ENABLED": "false", "OUTPOST_FLEET__WORKER_STALE_S": "3600"}
+    env = {"OUTPOST_WORKER__ENABLED": "false", "OUTPOST_WORKER__STALE_S": "3600"}
     if args.database_url:
         env["OUTPOST_DATABASE_URL"] = args.database_url
     with BenchServer(env) as server:

@@ -263,7 +263,8 @@ def build_container(settings: Settings) -> Container:
             store, ledger.prices, ledger.metrics, settings.ledger.storage_accrual_interval_s
         ),
         usage=UsageService(store, ledger.prices.version),
-        quotas=quotas, audit=audit, fleet=FleetService(store, settings.fleet),
+        quotas=quotas, audit=audit,
+        fleet=FleetService(store, settings.fleet, stale_s=settings.worker.stale_s),
         presence=presence,
     )  # fmt: skip
 

@@ -18,7 +18,7 @@ from outpost.events.settings import EventSettings
 from outpost.ledger.settings import LedgerSettings
 from outpost.sandbox.egress_policy import parse_entry
 from outpost.secrets.key_list import KeyList
-from outpost.services.fleet_settings import FleetSettings
+from outpost.services.fleet_settings import WORKER_STALE_S, FleetSettings
 from outpost.services.retention_settings import RetentionSettings
 from outpost.storage.settings import StorageSettings
 from outpost.workspaces.settings import GitSettings, WorkspaceSettings
@@ -89,7 +89,7 @@ class WorkerSettings(BaseModel):
     """How long a cancel waits for the worker to stop a run before it marks the dispatch itself."""
     heartbeat_s: float = Field(default=5.0, gt=0)
     """How often a worker records that it is alive (and how busy it is) in the `workers` table."""
-    stale_s: float = Field(default=30.0, gt=0)
+    stale_s: float = Field(default=WORKER_STALE_S, gt=0)
     """Silence after which a worker is taken for dead: its dispatches are queued again or fail with
     `worker_lost`. Several heartbeats long, so that a slow database write is not a death."""
     drain_timeout_s: float = Field(default=300.0, ge=0)
@@ -216,14 +216,6 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
-
-    @model_validator(mode="after")
-    def fleet_takes_workers_for_lost_when_workers_do(self) -> Settings:
-        """The fleet's health shows a worker as lost after the silence that has its dispatches handed on
-        (`worker.stale_s`), unless `fleet.worker_stale_s` is set on its own."""
-        if "worker_stale_s" not in self.fleet.model_fields_set:
-            self.fleet = self.fleet.model_copy(update={"worker_stale_s": self.worker.stale_s})
-        return self
 
     @property
     def resolved_master_key_file(self) -> Path:

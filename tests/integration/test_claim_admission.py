@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
 from outpost.agents.catalog import default_catalog
 from outpost.db.migrate import upgrade_to_head
@@ -21,9 +20,7 @@ from outpost.db.repositories import quotas as quota_repo
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.db.repositories.quotas import QuotaRow
 from outpost.db.repositories.tenant_providers import TenantProviderRow, upsert_tenant_provider
-from outpost.db.repositories.tenants import TenantRow, insert_tenant
 from outpost.db.store import Store
-from outpost.db.tables import tenants
 from outpost.db.types import utc_now
 from outpost.domain.dispatch import DispatchStatus
 from outpost.domain.ids import new_ulid
@@ -38,6 +35,7 @@ from outpost.services.admission import Admission
 from outpost.services.lifecycle import transition
 from outpost.services.quotas import QuotaBook
 from outpost.services.runs import RunService
+from tests.integration.queue_rows import new_tenant, queued_row
 
 
 @dataclass
@@ -48,21 +46,13 @@ class Queue:
     runs: RunService
 
     async def tenant(self, cap: int | None = None) -> str:
-        tenant_id = new_ulid()
-        async with self.store.write() as conn:
-            await insert_tenant(
-                conn, TenantRow(id=tenant_id, name=f"t{tenant_id[-8:]}", created_at=utc_now())
-            )
-            await conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(
-                max_concurrent_dispatches=cap
-            ))  # fmt: skip
-        return tenant_id
+        return await new_tenant(self.store, cap)
 
     async def queue(self, tenant_id: str, count: int = 1, **fields: Any) -> list[str]:
         ids = [new_ulid() for _ in range(count)]
         async with self.store.write() as conn:
             for dispatch_id in ids:
-                await dispatch_repo.insert_dispatch(conn, _queued(dispatch_id, tenant_id, **fields))
+                await dispatch_repo.insert_dispatch(conn, queued_row(dispatch_id, tenant_id, **fields))
         return ids
 
     async def dispatch(self, dispatch_id: str) -> DispatchRow:
@@ -87,19 +77,6 @@ class Queue:
         async with self.store.write() as conn:
             row = QuotaRow(account, provider, until, "rate limit reached", utc_now())
             await quota_repo.record_exhausted(conn, self.store.dialect, row)
-
-
-def _queued(dispatch_id: str, tenant_id: str, **fields: Any) -> DispatchRow:
-    values: dict[str, Any] = {
-        "id": dispatch_id, "tenant_id": tenant_id, "status": "queued", "version": 1, "attempt": 0,
-        "event_seq": 0, "agent": "shell", "task": "true", "tier": "balanced", "model": None, "timeout_s": 60,
-        "env": {}, "labels": {}, "max_cost_micro_usd": None, "limits": None, "egress_allow": None,
-        "idempotency_key": None, "request_sha256": None, "created_at": utc_now(), "started_at": None,
-        "finished_at": None, "exit_code": None, "result": None, "failure_reason": None,
-        "failure_detail": None, "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
-        "cache_write_tokens": 0, "cost_micro_usd": 0,
-    }  # fmt: skip
-    return DispatchRow(**{**values, **fields})
 
 
 def _run_service(store: Store) -> RunService:

@@ -141,6 +141,19 @@ async def test_no_live_worker_makes_the_fleet_unhealthy_with_503(make_server: Ma
     assert body["agents"]["shell"]["queued"] == 1
 
 
+async def test_a_worker_is_taken_for_lost_after_the_workers_own_stale_time(make_server: MakeServer) -> None:
+    """One setting says when a worker is lost: the one after which its dispatches are handed on."""
+    server = await make_server(**{**NO_WORKER, "worker": {"enabled": False, "stale_s": 60}})
+    await register(server.container.store, "quiet-1", beat_s_ago=45)
+    await register(server.container.store, "gone-1", beat_s_ago=75)
+    body = (await server.client.get("/health/fleet")).json()
+    assert {worker["id"]: worker["state"] for worker in body["workers"]} == {
+        "quiet-1": "live",
+        "gone-1": "silent",
+    }
+    assert "silent for over 60 s" in body["reasons"][0]["detail"]
+
+
 async def test_the_embedded_worker_is_live_and_its_runs_are_counted(make_server: MakeServer) -> None:
     server = await make_server(worker={"slots": 3}, limits={"requests_per_s": 0}, fleet={"cache_s": 0})
     headers = await server.new_tenant()

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import text
 
 from outpost.agents.catalog import default_catalog
 from outpost.db.job_queue_schema import check_job_queue_schema, installed_version
@@ -20,9 +20,7 @@ from outpost.db.repositories import events as event_repo
 from outpost.db.repositories import queue_jobs
 from outpost.db.repositories import workers as worker_repo
 from outpost.db.repositories.dispatches import DispatchRow
-from outpost.db.repositories.tenants import TenantRow, insert_tenant
 from outpost.db.store import Store
-from outpost.db.tables import tenants
 from outpost.db.types import utc_now
 from outpost.domain.dispatch import DispatchStatus
 from outpost.domain.ids import new_ulid
@@ -34,6 +32,7 @@ from outpost.ledger.settlement import Ledger
 from outpost.services.admission import Admission
 from outpost.services.fleet_runs import FleetRuns
 from outpost.services.lifecycle import transition
+from tests.integration.queue_rows import new_tenant, queued_row
 
 pytestmark = pytest.mark.postgres
 RECHECK_S = 7.0
@@ -47,21 +46,13 @@ class Fleet:
     runs: FleetRuns
 
     async def tenant(self, cap: int | None = None) -> str:
-        tenant_id = new_ulid()
-        async with self.store.write() as conn:
-            await insert_tenant(
-                conn, TenantRow(id=tenant_id, name=f"t{tenant_id[-8:]}", created_at=utc_now())
-            )
-            await conn.execute(
-                update(tenants).where(tenants.c.id == tenant_id).values(max_concurrent_dispatches=cap)
-            )
-        return tenant_id
+        return await new_tenant(self.store, cap)
 
     async def submit(self, tenant_id: str) -> str:
         """A queued dispatch and its job, written together as the API's submit writes them."""
         dispatch_id = new_ulid()
         async with self.store.write() as conn:
-            await dispatch_repo.insert_dispatch(conn, _queued(dispatch_id, tenant_id))
+            await dispatch_repo.insert_dispatch(conn, queued_row(dispatch_id, tenant_id))
             await queue_jobs.defer(conn, dispatch_id)
         return dispatch_id
 
@@ -106,19 +97,6 @@ class Fleet:
         return [str(row.data["note"]) for row in rows if row.kind == "status" and "note" in row.data]
 
 
-def _queued(dispatch_id: str, tenant_id: str) -> DispatchRow:
-    values: dict[str, Any] = {
-        "id": dispatch_id, "tenant_id": tenant_id, "status": "queued", "version": 1, "attempt": 0,
-        "event_seq": 0, "agent": "shell", "task": "true", "tier": "balanced", "model": None, "timeout_s": 60,
-        "env": {}, "labels": {}, "max_cost_micro_usd": None, "limits": None, "egress_allow": None,
-        "idempotency_key": None, "request_sha256": None, "created_at": utc_now(), "started_at": None,
-        "finished_at": None, "exit_code": None, "result": None, "failure_reason": None,
-        "failure_detail": None, "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
-        "cache_write_tokens": 0, "cost_micro_usd": 0,
-    }  # fmt: skip
-    return DispatchRow(**values)
-
-
 @pytest.fixture
 async def fleet(pg_database: str) -> AsyncIterator[Fleet]:
     store = Store(pg_database)
@@ -153,7 +131,7 @@ async def test_a_dispatch_and_its_job_commit_or_roll_back_together(fleet: Fleet)
 
     async def submit_failing_after_its_job() -> None:
         async with fleet.store.write() as conn:
-            await dispatch_repo.insert_dispatch(conn, _queued(rolled_back, tenant))
+            await dispatch_repo.insert_dispatch(conn, queued_row(rolled_back, tenant))
             assert await queue_jobs.defer(conn, rolled_back)
             raise RuntimeError("the submit failed after its job was written")
 

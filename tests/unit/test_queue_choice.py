@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from outpost.app import build_container
+from outpost.cli.main import main
 from outpost.cli.worker import fleet_settings
 from outpost.domain.dispatch import AgentName
 from outpost.errors import InvalidInput
@@ -55,3 +57,51 @@ def test_the_worker_command_runs_a_procrastinate_worker_with_its_options(tmp_pat
 def test_the_worker_command_refuses_agents_it_does_not_know(tmp_path: Path, agents: str) -> None:
     with pytest.raises(InvalidInput, match="--agents"):
         fleet_settings(Settings(data_dir=tmp_path), slots=None, agents=agents, drain_timeout_s=None)
+
+
+def run_outpost(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`outpost ARGS` in this process, as its entry point runs it: (exit code, what it printed)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["outpost", *args])
+        with pytest.raises(SystemExit) as exited:
+            main()
+    printed = capsys.readouterr()
+    return int(exited.value.code or 0), printed.out + printed.err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--slots", "0"], "--slots"),
+        (["--slots", "many"], "--slots"),
+        (["--slots", "5000"], "--slots"),
+        (["--drain-timeout", "-1"], "--drain-timeout"),
+        (["--drain-timeout", "soon"], "--drain-timeout"),
+        (["--agents", "shell;rm -rf /"], "--agents"),
+        (["--agents", ""], "--agents"),
+    ],
+)
+def test_bad_worker_options_are_one_line_and_a_non_zero_exit(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    says: str,
+) -> None:
+    monkeypatch.setenv("OUTPOST_DATA_DIR", str(tmp_path))
+    code, printed = run_outpost(["worker", *args], capsys)
+    assert code != 0
+    assert says in printed
+    assert "Traceback" not in printed
+    assert not (tmp_path / "outpost.db").exists()  # refused before anything was written
+
+
+def test_a_worker_on_sqlite_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OUTPOST_DATA_DIR", str(tmp_path))
+    code, printed = run_outpost(["worker", "--slots", "2"], capsys)
+    assert code != 0
+    assert printed.startswith("outpost: "), printed
+    assert len(printed.strip().splitlines()) == 1, printed
+    assert "PostgreSQL" in printed

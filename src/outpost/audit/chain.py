@@ -125,18 +125,17 @@ class ChainKey:
         """The hex MAC of one row's canonical encoding (`time_text` as `time_text()` writes it,
         `detail_text` as `detail_json()` does). Raises TypeError when a value is not text (a column
         changed in the database to hold something else)."""
-        inner = self._inner.copy()
-        inner.update(
+        return self._hex_mac(
             encode_row(prev_hash, seq, time_text, tenant_id, actor, action, target, source_ip, detail_text)
         )
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
 
     def head_mac(self, seq: int, head_hash: str) -> str:
         """The hex MAC of a head at `seq` whose last row's hash is `head_hash` (see `encode_head`)."""
+        return self._hex_mac(encode_head(seq, head_hash))
+
+    def _hex_mac(self, message: bytes) -> str:
         inner = self._inner.copy()
-        inner.update(encode_head(seq, head_hash))
+        inner.update(message)
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.hexdigest()

@@ -22,7 +22,7 @@ from outpost.db.types import utc_now
 from outpost.schemas.fleet import FleetHealth
 from outpost.services.fleet_recent import RecentFinishes
 from outpost.services.fleet_report import WINDOW, build_report
-from outpost.services.fleet_settings import FleetSettings
+from outpost.services.fleet_settings import WORKER_STALE_S, FleetSettings
 
 
 class FleetService:
@@ -32,9 +32,12 @@ class FleetService:
         settings: FleetSettings,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        stale_s: float = WORKER_STALE_S,
     ) -> None:
+        """`stale_s`: the silence after which a worker is taken for lost (`WorkerSettings.stale_s`)."""
         self._store = store
         self._settings = settings
+        self._stale_s = stale_s
         self._clock = clock
         self._monotonic = monotonic
         self._lock = asyncio.Lock()
@@ -69,4 +72,4 @@ class FleetService:
             workers = await worker_repo.list_workers(conn, seen_since=now - WINDOW)
             unfinished = await fleet_repo.unfinished_counts(conn)
             finished = await self._recent.refresh(conn, now)
-        return build_report(now, workers, unfinished, finished, self._settings)
+        return build_report(now, workers, unfinished, finished, self._settings, self._stale_s)

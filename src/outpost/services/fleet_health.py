@@ -15,23 +15,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from outpost.schemas.fleet import BEATING, FleetAgent, FleetReason, FleetStatus, FleetWorker, WorkerState
-from outpost.services.fleet_settings import FleetSettings
+from outpost.services.fleet_settings import WORKER_STALE_S, FleetSettings
 
 _NAMED_AT_MOST = 5
 
 
 def assess(
-    workers: Sequence[FleetWorker], agents: Mapping[str, FleetAgent], settings: FleetSettings
+    workers: Sequence[FleetWorker],
+    agents: Mapping[str, FleetAgent],
+    settings: FleetSettings,
+    stale_s: float = WORKER_STALE_S,
 ) -> tuple[FleetStatus, list[FleetReason]]:
-    """The status and every reason for it, the most severe first; no reasons when healthy."""
+    """The status and every reason for it, the most severe first; no reasons when healthy. `stale_s`:
+    the silence after which the workers were taken for lost (`WorkerSettings.stale_s`)."""
     beating = [worker for worker in workers if worker.state in BEATING]
     reasons = [
-        *silent_workers(workers, settings),
+        *silent_workers(workers, stale_s),
         *queue_waits(agents, settings),
         *low_success_rates(agents, settings),
     ]
     if not beating:
-        return FleetStatus.UNHEALTHY, [no_live_worker(agents, settings), *reasons]
+        return FleetStatus.UNHEALTHY, [no_live_worker(agents, stale_s), *reasons]
     reasons += [*unserved_agents(beating, agents), *capacity_shortage(beating, agents)]
     return (FleetStatus.DEGRADED if reasons else FleetStatus.HEALTHY), reasons
 
@@ -41,23 +45,22 @@ def waiting(agent: FleetAgent) -> int:
     return agent.queued - agent.held
 
 
-def no_live_worker(agents: Mapping[str, FleetAgent], settings: FleetSettings) -> FleetReason:
+def no_live_worker(agents: Mapping[str, FleetAgent], stale_s: float) -> FleetReason:
     queued = sum(agent.queued for agent in agents.values())
-    detail = f"no worker has beaten in the last {settings.worker_stale_s:g} s: nothing runs dispatches"
+    detail = f"no worker has beaten in the last {stale_s:g} s: nothing runs dispatches"
     if queued:
         detail += f" ({queued} queued)"
     return FleetReason(code="no_live_worker", detail=detail)
 
 
-def silent_workers(workers: Sequence[FleetWorker], settings: FleetSettings) -> list[FleetReason]:
+def silent_workers(workers: Sequence[FleetWorker], stale_s: float) -> list[FleetReason]:
     silent = [worker for worker in workers if worker.state is WorkerState.SILENT]
     if not silent:
         return []
     named = ", ".join(f"{worker.id} on {worker.host}" for worker in silent[:_NAMED_AT_MOST])
     more = f" and {len(silent) - _NAMED_AT_MOST} more" if len(silent) > _NAMED_AT_MOST else ""
     detail = (
-        f"{len(silent)} worker(s) not stopped but silent for over {settings.worker_stale_s:g} s, presumed "
-        f"lost: {named}{more}"
+        f"{len(silent)} worker(s) not stopped but silent for over {stale_s:g} s, presumed lost: {named}{more}"
     )
     return [FleetReason(code="worker_silent", detail=detail)]
 

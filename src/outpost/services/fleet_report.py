@@ -19,7 +19,7 @@ from outpost.schemas.fleet import (
 )
 from outpost.services.fleet_health import assess
 from outpost.services.fleet_recent import AgentOutcomes
-from outpost.services.fleet_settings import FleetSettings
+from outpost.services.fleet_settings import WORKER_STALE_S, FleetSettings
 
 WINDOW = timedelta(hours=1)
 """The span of the report's "last hour" figures, and how long stopped workers stay listed."""
@@ -42,12 +42,13 @@ def build_report(
     unfinished: Iterable[UnfinishedCount],
     finished: Mapping[str, AgentOutcomes],
     settings: FleetSettings,
+    stale_s: float = WORKER_STALE_S,
 ) -> FleetHealth:
     """The report as of `now`: `workers` as `list_workers` gives them, `unfinished` counts now, and how
     the dispatches that `finished` within the window before `now` ended, by agent."""
-    listed = [fleet_worker(row, now, settings.worker_stale_s) for row in workers]
+    listed = [fleet_worker(row, now, stale_s) for row in workers]
     agents = agent_figures(now, listed, unfinished, finished)
-    status, reasons = assess(listed, agents, settings)
+    status, reasons = assess(listed, agents, settings, stale_s)
     taking_work = [worker for worker in listed if worker.state is WorkerState.LIVE]
     capacity = FleetCapacity(
         workers=len(taking_work),

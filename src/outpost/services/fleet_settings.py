@@ -1,22 +1,18 @@
-"""Settings of the fleet's health report (`OUTPOST_FLEET__*`): when a worker counts as lost, and what makes
-the fleet degraded."""
+"""Settings of the fleet's health report (`OUTPOST_FLEET__*`): what makes the fleet degraded. When a worker
+counts as lost is the workers' own setting (`OUTPOST_WORKER__STALE_S`), which also hands its dispatches on."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
 WORKER_STALE_S = 30.0
-"""Default silence after which a worker that has not stopped is presumed lost: six missed heartbeats at
-the workers' default interval of 5 s."""
+"""Default silence after which a worker that has not stopped is presumed lost (`WorkerSettings.stale_s`):
+six missed heartbeats at the workers' default interval of 5 s."""
 
 
 class FleetSettings(BaseModel):
     """Thresholds of `GET /health/fleet` and of the fleet's Prometheus series."""
 
-    worker_stale_s: float = Field(default=WORKER_STALE_S, gt=0, le=3600)
-    """A worker that has not stopped and has not beaten for this long is presumed lost (`silent`): it
-    no longer counts as live, and the fleet is degraded while it is listed. Default: `worker.stale_s`,
-    after which its dispatches are handed on."""
     queue_wait_s: float = Field(default=600.0, gt=0)
     """The fleet is degraded when a dispatch waiting for a worker (not held back by its tenant's cap or
     its provider's quota) has been queued for longer than this."""

@@ -47,6 +47,8 @@ class RunBudget:
         self._in_flight: dict[int, int] = {}
         """This run's calls let through and not yet metered, with their bounds."""
         self._call_ids = itertools.count()
+        self._reservations = 0
+        """The run's calls holding a reservation in the store: their release writes the run's cost."""
         self._call_ended = asyncio.Condition()
         self._closed = False
         self.dispatch_id = row.id
@@ -61,9 +63,11 @@ class RunBudget:
         return self._earlier_attempts + self._meter.cost_micro_usd
 
     def on_usage(self, provider: str, call: MeteredCall) -> None:
-        """The grant's usage hook: meter the call, then note the run's new cost. Never blocks."""
+        """The grant's usage hook: meter the call, then note the run's new cost, unless a reservation's
+        release is about to write it (in the transaction that ends the reservation). Never blocks."""
         self._meter.on_usage(provider, call)
-        self._guard.record(self, self._attempt)
+        if not self._reservations:
+            self._guard.record(self, self._attempt)
 
     @asynccontextmanager
     async def hold(self, provider: str, call: PlannedCall) -> AsyncIterator[CallRefusal | None]:
@@ -79,10 +83,13 @@ class RunBudget:
             if self.detail is not None:
                 yield self._refusal(self.detail)
                 return
+            if reservation is not None:
+                self._reservations += 1
             try:
                 yield None
             finally:
                 if reservation is not None:
+                    self._reservations -= 1
                     cost = RunningCost(self.dispatch_id, self._attempt, self.cost_micro_usd)
                     # Shielded: a call whose handler is cancelled still gives its reservation back.
                     await asyncio.shield(self._guard.release(self._tenant_id, reservation, cost))
