@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from outpost.api.app import create_app
 from outpost.app import Container, build_container
+from outpost.domain.dispatch import AgentName
 from outpost.sandbox import mounts
 from outpost.settings import Settings, WorkerSettings
 from tests.requirements import require
@@ -87,7 +88,7 @@ async def make_server(tmp_path: Path, database_url: str) -> AsyncIterator[MakeSe
     started: list[tuple[Server, object]] = []
 
     async def factory(**overrides: object) -> Server:
-        worker = WorkerSettings(**{"poll_interval_s": 0.2, **overrides.pop("worker", {})})  # type: ignore[dict-item]
+        worker = WorkerSettings(**{**_worker_defaults(database_url), **overrides.pop("worker", {})})  # type: ignore[dict-item]
         # One master key for every server of a test, as servers sharing a database must have.
         fields = {
             "data_dir": tmp_path / f"data{len(started)}", "database_url": database_url,
@@ -108,6 +109,15 @@ async def make_server(tmp_path: Path, database_url: str) -> AsyncIterator[MakeSe
     for server, lifespan in reversed(started):
         await server.client.aclose()
         await _bounded(lifespan.__aexit__(None, None, None), SHUTDOWN_LIMIT_S)  # type: ignore[attr-defined]
+
+
+def _worker_defaults(database_url: str) -> dict[str, object]:
+    """On PostgreSQL the queue is procrastinate and a server serves only the API unless told otherwise:
+    a test server runs a fleet worker offering every agent, so that dispatches go through the queue a
+    fleet uses and a dispatch of an agent not ready here fails as it does in the embedded system."""
+    if not database_url.startswith("postgres"):
+        return {"poll_interval_s": 0.2}
+    return {"poll_interval_s": 0.2, "enabled": True, "agents": [agent.value for agent in AgentName]}
 
 
 SHUTDOWN_LIMIT_S = 20

@@ -250,7 +250,7 @@ def build_container(settings: Settings) -> Container:
         budgets=budgets,
         audit=audit_log,
     )
-    keys = KeyService(store, settings.key_cache_ttl_s, audit_log)
+    keys = KeyService(store, settings.key_cache_ttl_s, audit_log, worker)
     return Container(
         settings=settings, store=store, keys=keys, dispatches=dispatches, runs=runs, sandbox=sandbox,
         worker=worker, gateway=gateway, providers=providers, vault=vault, objects=objects,

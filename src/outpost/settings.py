@@ -68,11 +68,12 @@ class LimitSettings(BaseModel):
 class WorkerSettings(BaseModel):
     """The worker that runs dispatches (in-process in the embedded default)."""
 
-    queue: Literal["rows", "procrastinate"] = "rows"
-    """How dispatches reach workers. `rows` (the embedded default): the dispatch row is the queue entry
-    and `outpost serve` runs them itself. `procrastinate` (PostgreSQL only): each dispatch gets a
-    procrastinate job in the same transaction, `outpost worker` processes on any number of machines run
-    them, and `outpost serve` only serves the API unless `enabled` is set explicitly."""
+    queue: Literal["auto", "rows", "procrastinate"] = "auto"
+    """How dispatches reach workers. `rows`: the dispatch row is the queue entry and `outpost serve` runs
+    them itself. `procrastinate` (PostgreSQL only): each dispatch gets a procrastinate job in the same
+    transaction, `outpost worker` processes on any number of machines run them, and `outpost serve` only
+    serves the API unless `enabled` is set explicitly. `auto` (the default): `procrastinate` on a
+    PostgreSQL database, `rows` on SQLite (the embedded system)."""
     enabled: bool = True
     """Run a worker inside `outpost serve` (with the `procrastinate` queue: false unless set)."""
     slots: int = Field(default=8, ge=1, le=1024)
@@ -98,12 +99,6 @@ class WorkerSettings(BaseModel):
     agents: list[AgentName] | None = None
     """The agents a fleet worker offers to run (`outpost worker --agents`); default: those whose CLI is
     ready on its machine."""
-
-    @model_validator(mode="after")
-    def procrastinate_serves_only_the_api_by_default(self) -> WorkerSettings:
-        if self.queue == "procrastinate" and "enabled" not in self.model_fields_set:
-            self.enabled = False
-        return self
 
 
 class SandboxSettings(BaseModel):
@@ -216,6 +211,18 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
+
+    @model_validator(mode="after")
+    def resolve_the_worker_queue(self) -> Settings:
+        """`worker.queue` follows the database when `auto`; with procrastinate, `outpost serve` serves the
+        API only unless `worker.enabled` was set."""
+        worker = self.worker
+        if worker.queue == "auto":
+            on_postgres = self.resolved_database_url.startswith("postgres")
+            worker.queue = "procrastinate" if on_postgres else "rows"
+        if worker.queue == "procrastinate" and "enabled" not in worker.model_fields_set:
+            worker.enabled = False
+        return self
 
     @property
     def resolved_master_key_file(self) -> Path:

@@ -4,11 +4,12 @@ queue backend), for tests that kill, signal and time them."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,9 @@ from typing import Any
 
 import psycopg
 
+from outpost.sandbox import mounts
+from outpost.sandbox.bwrap_fs import DEFAULT_RUN_DIR
+from outpost.sandbox.naming import instance_marker, workspaces_dir
 from tests.integration.processes import OUTPOST, ServerProcess
 
 
@@ -93,6 +97,14 @@ class WorkerProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
 
+    def unmount_leftovers(self) -> None:
+        """Unmount what the runs of a worker killed mid-run left mounted (its bwrap staging dir and
+        workspaces), as its restart's janitor would: a replacement with a data dir of its own never does."""
+        staging = DEFAULT_RUN_DIR / instance_marker(self.data_dir)
+        for leftovers in (staging, workspaces_dir(self.data_dir)):
+            mounts.unmount_all_under(leftovers)
+        shutil.rmtree(staging, ignore_errors=True)
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -135,6 +147,7 @@ class Fleet:
     def stop_all(self) -> None:
         for worker in self.started:
             worker.stop()
+            worker.unmount_leftovers()
         # The next test starts from an empty queue: nothing of this one is left for its workers.
         execute(
             self.database_url,
@@ -156,3 +169,12 @@ def query(database_url: str, sql: str, parameters: list[Any] | None = None) -> l
 def execute(database_url: str, sql: str, parameters: list[Any] | None = None) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.encode(), parameters)
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

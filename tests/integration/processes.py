@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from outpost.domain.dispatch import AgentName
 from tests.sandboxes import sandbox_env
 
 OUTPOST = str(Path(sys.executable).with_name("outpost"))
@@ -48,8 +50,19 @@ class ServerProcess:
             "OUTPOST_DATA_DIR": str(self.data_dir),
             "OUTPOST_LIMITS__REQUESTS_PER_S": "0",
             **sandbox_env(),
+            **self._own_worker_on_postgres(),
             **self.env,
         }
+
+    def _own_worker_on_postgres(self) -> dict[str, str]:
+        """On PostgreSQL `outpost serve` serves only the API unless told otherwise: a server of these
+        tests runs a fleet worker offering every agent, unless its env says whether it runs one."""
+        if not self.env.get("OUTPOST_DATABASE_URL", "").startswith("postgres"):
+            return {}
+        if "OUTPOST_WORKER__ENABLED" in self.env:
+            return {}
+        every_agent = json.dumps([agent.value for agent in AgentName])
+        return {"OUTPOST_WORKER__ENABLED": "true", "OUTPOST_WORKER__AGENTS": every_agent}
 
     @property
     def log_path(self) -> Path:

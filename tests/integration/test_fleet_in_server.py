@@ -26,7 +26,7 @@ def database_url(pg_database: str) -> str:
 async def test_an_api_only_server_queues_dispatches_for_workers_and_runs_none(
     make_server: MakeServer,
 ) -> None:
-    server = await make_server(worker={"queue": "procrastinate"}, limits={"requests_per_s": 0})
+    server = await make_server(worker={"enabled": False}, limits={"requests_per_s": 0})
     tenant = await server.new_tenant()
     created = await submit(server.client, tenant, "echo never here")
     await asyncio.sleep(0.5)

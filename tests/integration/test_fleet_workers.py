@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.fleet_processes import Fleet, new_database, query
+from tests.integration.fleet_processes import Fleet, new_database, query, wait_until
 from tests.integration.helpers import TERMINAL
 from tests.integration.processes import ServerProcess, wait_for_status_sync
 from tests.procs import alive, pids_running
@@ -30,7 +30,7 @@ def api(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     base = tmp_path_factory.mktemp("fleet")
     with new_database(pg_server) as database_url:
         env = {
-            "OUTPOST_DATABASE_URL": database_url, "OUTPOST_WORKER__QUEUE": "procrastinate",
+            "OUTPOST_DATABASE_URL": database_url, "OUTPOST_WORKER__ENABLED": "false",
             "OUTPOST_SECRETS__MASTER_KEY_FILE": str(base / "master.key"),
             # Workers read these too: a dead worker is found within seconds, not half a minute.
             "OUTPOST_WORKER__HEARTBEAT_S": "0.5", "OUTPOST_WORKER__STALE_S": "3",
@@ -89,14 +89,6 @@ def _notes(client: httpx.Client, dispatch_id: str) -> list[str]:
     ]
 
 
-def _wait_until(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_a_dispatch_runs_on_a_worker_offering_its_agent_and_waits_where_none_does(
     fleet: Fleet, client: httpx.Client
 ) -> None:
@@ -117,7 +109,7 @@ def test_a_cancel_kills_the_running_sandbox_on_its_worker_at_once(fleet: Fleet, 
     marker = "61.4237"  # the sleep's argument: how the test finds the run's processes
     dispatch_id = _submit(client, f"sleep {marker}")
     wait_for_status_sync(client, dispatch_id, {"running"})
-    _wait_until(lambda: alive(pids_running(marker)), 10, "the run's processes")
+    wait_until(lambda: alive(pids_running(marker)), 10, "the run's processes")
     gone_at: list[float] = []
 
     def watch() -> None:
@@ -152,7 +144,7 @@ def test_a_dispatch_of_a_worker_killed_mid_run_finishes_on_another(
     [survivor] = [worker for worker in workers if worker is not victim]
     victim.kill_hard()
     killed_at = time.monotonic()
-    _wait_until(lambda: _row(fleet, dispatch_id)["attempt"] == 2, 20, "the second attempt")
+    wait_until(lambda: _row(fleet, dispatch_id)["attempt"] == 2, 20, "the second attempt")
     taken_over_s = time.monotonic() - killed_at
     done = wait_for_status_sync(client, dispatch_id, TERMINAL, timeout_s=30)
     assert (done["status"], done["attempt"], done["result"]) == ("succeeded", 2, "started\nfinished")
@@ -175,7 +167,7 @@ def test_sigterm_lets_short_runs_finish_and_hands_back_the_rest(fleet: Fleet, cl
     long = _submit(client, f"sleep {marker}")
     for dispatch_id in (short, long):
         wait_for_status_sync(client, dispatch_id, {"running"})
-    _wait_until(lambda: alive(pids_running(marker)), 10, "the long run's processes")
+    wait_until(lambda: alive(pids_running(marker)), 10, "the long run's processes")
     worker.terminate()
     signalled_at = time.monotonic()
     assert client.get(f"/v1/dispatches/{short}").json()["status"] == "running"  # it ends while draining

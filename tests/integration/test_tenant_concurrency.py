@@ -17,6 +17,8 @@ from tests.integration.helpers import TERMINAL, all_events, submit, wait_for_sta
 from tests.integration.test_tenant_policy import patch_tenant, read_tenant, tenant_id_of
 
 SLOW_TASK = "sleep 1; echo done"
+HANDOVER_S = 2.0
+"""Most time from one dispatch's end to the claim of the next its tenant's cap held back."""
 
 
 @pytest.fixture
@@ -76,6 +78,8 @@ async def test_a_tenant_capped_at_one_runs_its_dispatches_one_at_a_time_and_the_
     intervals = [await run_interval(server, tenant, i) for i in ids]
     for earlier, later in itertools.pairwise(intervals):
         assert earlier[1] <= later[0], "two of the tenant's dispatches ran at once"
+        # The next one is claimed as the slot frees, not at its recheck (a heartbeat, 5 s, later).
+        assert (later[0] - earlier[1]).total_seconds() < HANDOVER_S
     for waiting in ids[1:]:
         events = await all_events(server.client, tenant, waiting)
         held = [e for e in events if e["kind"] == "status" and e["data"].get("held") == "tenant_cap"]

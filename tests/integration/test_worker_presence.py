@@ -54,10 +54,12 @@ async def test_a_worker_taken_for_dead_learns_it_at_its_next_beat(make_server: M
 
 
 async def test_a_start_after_a_crash_retires_the_workers_of_earlier_starts(make_server: MakeServer) -> None:
+    """The embedded system's queue (`rows`): its server is the only worker. (Fleet workers are not retired
+    by a start: they are taken for dead when they stop beating; see test_fleet_runs.py.)"""
     first = await make_server(worker={"enabled": False}, limits={"requests_per_s": 0})
     crashed = WorkerPresence(first.container.store, slots=1, agents=["shell"], heartbeat_s=60, busy=lambda: 0)
     await crashed.start()  # and never stops: as if killed
-    second = await make_server(limits={"requests_per_s": 0})
+    second = await make_server(worker={"queue": "rows"}, limits={"requests_per_s": 0})
     rows = {row.id: row for row in await fleet(second.container.store)}
     assert rows[crashed.id].stopped_at is not None
     assert rows[second.container.presence.id].stopped_at is None

@@ -1,5 +1,6 @@
-"""Choosing the queue backend: `rows` stays the default; `procrastinate` needs PostgreSQL, and then
-`outpost serve` runs no worker unless told to, while `outpost worker` always runs one."""
+"""Choosing the queue backend: `rows` on SQLite, `procrastinate` on PostgreSQL unless set otherwise;
+`procrastinate` needs PostgreSQL, and then `outpost serve` runs no worker unless told to, while
+`outpost worker` always runs one."""
 
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ def test_with_procrastinate_the_server_runs_a_worker_only_when_told(monkeypatch:
     assert Settings().worker.enabled is False
     monkeypatch.setenv("OUTPOST_WORKER__ENABLED", "true")
     assert Settings().worker.enabled is True
+
+
+@pytest.mark.parametrize("url", ["postgresql://db.internal/outpost", "postgresql+psycopg://db/outpost"])
+def test_on_postgresql_the_queue_is_procrastinate_and_the_server_serves_the_api_only(url: str) -> None:
+    settings = Settings(database_url=url)
+    assert (settings.worker.queue, settings.worker.enabled) == ("procrastinate", False)
+    told = Settings(database_url=url, worker={"enabled": True})  # type: ignore[arg-type]
+    assert (told.worker.queue, told.worker.enabled) == ("procrastinate", True)
+
+
+def test_on_postgresql_the_rows_queue_can_still_be_chosen() -> None:
+    settings = Settings(database_url="postgresql://db/outpost", worker={"queue": "rows"})  # type: ignore[arg-type]
+    assert (settings.worker.queue, settings.worker.enabled) == ("rows", True)
 
 
 def test_procrastinate_on_sqlite_is_refused_with_what_to_set(tmp_path: Path) -> None:

@@ -30,8 +30,11 @@ PINNED_VERSION = "3.10.0"
 PINNED_FUNCTIONS = (
     "procrastinate_defer_jobs_v1(procrastinate_job_to_defer_v1[])",
     "procrastinate_finish_job_v1(bigint, procrastinate_job_status, boolean)",
+    # Not called: its presence pins the channel names and payload that wake workers (`queue_jobs`
+    # sends the same NOTIFY when it brings a waiting job forward).
+    "procrastinate_notify_queue_job_inserted_v1()",
 )
-"""procrastinate's SQL functions Outpost calls inside its own transactions."""
+"""procrastinate's SQL functions Outpost calls inside its own transactions, or imitates."""
 _COMMENT_PREFIX = "procrastinate schema "
 
 

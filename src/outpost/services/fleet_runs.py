@@ -113,6 +113,15 @@ class FleetRuns:
             log.warning("queued dispatches without a job were given one: %s", orphans)
         return len(orphans)
 
+    async def release_held(self, tenant_id: str) -> None:
+        """A dispatch of the tenant ended on this worker: the oldest of its dispatches held back by its cap
+        may be claimed at once (see `queue_jobs.bring_forward`). Never raises."""
+        try:
+            async with self._store.write() as conn:
+                await queue_jobs.bring_forward(conn, tenant_id, 1)
+        except Exception:
+            log.exception("held dispatches of tenant %s wait for their recheck", tenant_id)
+
     async def defer_again(self, dispatch_id: str) -> None:
         """Write a new job, to be taken at once, for a queued dispatch whose job this worker will not run
         (it is stopping)."""

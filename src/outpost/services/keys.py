@@ -28,6 +28,7 @@ from outpost.domain.ids import new_ulid
 from outpost.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
 from outpost.schemas.keys import KeyCreate
 from outpost.schemas.tenants import TenantPolicyUpdate
+from outpost.worker.queue.base import DispatchQueue
 
 KEY_SCHEME = "op"
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -70,10 +71,15 @@ def _split_token(token: str) -> tuple[str, str] | None:
 
 
 class KeyService:
-    def __init__(self, store: Store, cache_ttl_s: float, audit: AuditLog) -> None:
+    def __init__(
+        self, store: Store, cache_ttl_s: float, audit: AuditLog, queue: DispatchQueue | None = None
+    ) -> None:
+        """`queue`: told when a tenant's cap grows, so that dispatches it held back start at once (offline
+        commands have none: those dispatches start at their next recheck)."""
         self._store = store
         self._cache_ttl_s = cache_ttl_s
         self._audit = audit
+        self._queue = queue
         # token digest → (principal, key expiry, cached at): spares a database read on every request.
         self._cache: dict[str, tuple[Principal, datetime | None, float]] = {}
 
@@ -129,6 +135,9 @@ class KeyService:
             )
             await repo.update_tenant_policy(conn, row)
             await self._audit.append(conn, audit_entries.tenant_policy_changed(before, row, origin))
+        freed = _slots_freed(before.max_concurrent_dispatches, row.max_concurrent_dispatches)
+        if self._queue is not None and freed != 0:
+            await self._queue.release_held(tenant_id, freed)
         return row
 
     async def create_key(self, caller: Principal, request: KeyCreate) -> IssuedKey:
@@ -233,3 +242,12 @@ class _KeyRefused(Exception):
 
 def _expired(expires_at: datetime | None) -> bool:
     return expires_at is not None and expires_at <= utc_now()
+
+
+def _slots_freed(cap_before: int | None, cap_after: int | None) -> int | None:
+    """How many more dispatches a cap change lets the tenant run at once (None: any number)."""
+    if cap_before is None:
+        return 0  # nothing was held back by a cap
+    if cap_after is None:
+        return None
+    return max(0, cap_after - cap_before)

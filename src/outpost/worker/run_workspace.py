@@ -23,7 +23,7 @@ from outpost.services.git_credentials import credential_host
 from outpost.services.workspaces import WorkspaceService
 from outpost.worker.persistent import PersistentStore, RunEnd, SpaceCheck
 from outpost.worker.run_outputs import reset_outputs_dir
-from outpost.workspaces.baselines import empty_baseline
+from outpost.workspaces.baselines import EmptyBaselines
 from outpost.workspaces.checkout import Baseline, checkout, exclude_outputs
 from outpost.workspaces.git import Git, HttpCredential
 from outpost.workspaces.index_stat import restamp_index
@@ -102,6 +102,7 @@ class RunWorkspaces:
         self, git: Git, mirrors: MirrorCache, credentials: GitCredentialSource, places: WorkspacePlaces
     ) -> None:
         self.git = git
+        self._empty = EmptyBaselines(git)
         self._mirrors = mirrors
         self._credentials = credentials
         self._places = places
@@ -146,7 +147,7 @@ class RunWorkspaces:
         private = self._git_dir(row, private)
         await asyncio.to_thread(shutil.rmtree, private, ignore_errors=True)  # an earlier attempt's leftovers
         if row.repo is None:
-            return PreparedWorkspace(workdir, await empty_baseline(self.git, private), ())
+            return PreparedWorkspace(workdir, await self._empty.make(private), ())
         url, ref = row.repo["url"], row.repo.get("ref")
         credential = await self._credential(row, url)
         text = f"{credential.username}:{credential.password}" if credential else None

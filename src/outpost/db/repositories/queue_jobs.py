@@ -48,6 +48,34 @@ async def defer(conn: Connection, dispatch_id: str, run_at: datetime | None = No
     return (await conn.execute(_DEFER, parameters)).first() is not None
 
 
+_BRING_FORWARD = text("""
+    WITH held AS (
+        SELECT j.id FROM dispatches AS d
+        JOIN procrastinate_jobs AS j ON j.queueing_lock = d.id AND j.task_name = :task
+        WHERE d.tenant_id = :tenant AND d.status = 'queued'
+            AND (d.not_before IS NULL OR d.not_before <= now())
+            AND j.status = 'todo' AND j.scheduled_at > now()
+        ORDER BY d.id
+        LIMIT :limit
+    ), moved AS (
+        UPDATE procrastinate_jobs AS j SET scheduled_at = now() FROM held WHERE j.id = held.id
+        RETURNING j.id, j.queue_name
+    )
+    SELECT pg_notify(
+        'procrastinate_queue_v1#' || queue_name, json_build_object('type', 'job_inserted', 'job_id', id)::text
+    ) FROM moved
+""")
+
+
+async def bring_forward(conn: Connection, tenant_id: str, limit: int | None) -> int:
+    """Make the waiting jobs of up to `limit` (None: all) of the tenant's queued dispatches held back
+    without a time to wait for (its cap) due now, oldest dispatch first, and wake the workers of their
+    queues as procrastinate's own insert trigger does (on commit). A job keeps its id, so the dispatch
+    keeps its place before later submissions. How many were brought forward."""
+    parameters = {"task": TASK_NAME, "tenant": tenant_id, "limit": limit}
+    return len((await conn.execute(_BRING_FORWARD, parameters)).all())
+
+
 _FAIL_RUNNING = text("""
     SELECT procrastinate_finish_job_v1(j.id, 'failed', false)
     FROM procrastinate_jobs AS j

@@ -18,6 +18,11 @@ class DispatchQueue(Protocol):
     def wake(self) -> None:
         """Tell workers that queued work was committed. Never raises; a lost wake-up only costs a poll."""
 
+    async def release_held(self, tenant_id: str, count: int | None) -> None:
+        """A tenant may run more now (a cap was raised or removed): let up to `count` (None: all) of its
+        dispatches held back by its cap be claimed at once rather than at their next recheck. Call it
+        after the change commits. Never raises; a lost release only costs the wait for the recheck."""
+
     async def request_abort(self, dispatch_id: str) -> bool:
         """Ask the run of a dispatch to stop at once. True when a live run received the request."""
 

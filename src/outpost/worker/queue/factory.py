@@ -38,7 +38,7 @@ def check_queue_database(settings: Settings) -> None:
     if settings.worker.queue == "procrastinate" and dialect_of(url) != "postgresql":
         raise InvalidInput(
             "OUTPOST_WORKER__QUEUE=procrastinate needs PostgreSQL: set OUTPOST_DATABASE_URL to a "
-            "postgresql:// URL, or use the default queue (rows)"
+            "postgresql:// URL, or set OUTPOST_WORKER__QUEUE=rows"
         )
 
 

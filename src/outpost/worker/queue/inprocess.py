@@ -42,6 +42,10 @@ class InProcessWorker:
     def wake(self) -> None:
         self._wakeup.set()
 
+    async def release_held(self, tenant_id: str, count: int | None) -> None:
+        """The loop's next pass claims every row that may run: waking it is enough."""
+        self.wake()
+
     async def request_abort(self, dispatch_id: str) -> bool:
         active = self._active.get(dispatch_id)
         if active is None:

@@ -9,6 +9,7 @@ serve` with `OUTPOST_WORKER__ENABLED=true`) holds a `FleetWorker`, which this ba
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from outpost.db.job_queue_schema import check_job_queue_schema
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from procrastinate import App
 
     from outpost.worker.fleet_worker import FleetWorker
+
+log = logging.getLogger(__name__)
 
 POOL_MAX_CONNECTIONS = 4
 """procrastinate's own connections per process (a worker's LISTEN connection comes on top)."""
@@ -51,6 +54,13 @@ class ProcrastinateQueue:
 
     def wake(self) -> None:
         """Nothing to do: procrastinate NOTIFYs the agent's queue when the job commits."""
+
+    async def release_held(self, tenant_id: str, count: int | None) -> None:
+        try:
+            async with self._store.write() as conn:
+                await queue_jobs.bring_forward(conn, tenant_id, count)
+        except Exception:
+            log.exception("held dispatches of tenant %s wait for their recheck", tenant_id)
 
     async def request_abort(self, dispatch_id: str) -> bool:
         """procrastinate's abort of the dispatch's job: a running job's worker hears of it by NOTIFY (or
