@@ -8,6 +8,9 @@ on one PostgreSQL database (the procrastinate queue), measured end to end over r
    status event and one job: zero lost, zero run twice. Reports the wall time, the throughput and the
    queue wait (created to started) percentiles.
 
+With `--rcu-expedited` (root), the starts take turns with normal and expedited RCU grace periods, which
+decide what moving a run into its cgroup costs (cgroup v1; see docs/deploy.md, "Start latency").
+
     .venv/bin/python bench/fleet_dispatch.py --workers 3 --slots 20 --starts 100 --burst 300 \\
         --postgres postgresql://postgres@127.0.0.1:5432/postgres
 """
@@ -68,27 +71,30 @@ another move happened just before; expedited grace periods make it ~0.4 ms (see 
 
 
 def measure_starts(
-    client: httpx.Client, runs: int, warmup: int, rcu_expedited: str | None = None
-) -> dict[str, list[float]]:
-    """Per step (from the one before, the first from the POST), and `total`, in ms. With
-    `rcu_expedited` ("0" or "1"), the host's setting is that during each start (the caller restores it)."""
-    spans: dict[str, list[float]] = {step: [] for step in (*STEPS, "total")}
-    for run in range(warmup + runs):
-        if rcu_expedited is not None:
-            RCU_EXPEDITED.write_text(rcu_expedited)
+    client: httpx.Client, runs: int, warmup: int, rcu_settings: tuple[str, ...] = ()
+) -> list[dict[str, list[float]]]:
+    """Per step (from the one before, the first from the POST), and `total`, in ms. With `rcu_settings`
+    ("0", "1"), the starts take turns with `/sys/kernel/rcu_expedited` set to each (side by side, so that
+    the machine's load weighs on both alike; the caller restores the setting): one result per setting."""
+    turns = rcu_settings or ("",)
+    spans: list[dict[str, list[float]]] = [{step: [] for step in (*STEPS, "total")} for _ in turns]
+    for run in range((warmup + runs) * len(turns)):
+        turn = run % len(turns)
+        if rcu_settings:
+            RCU_EXPEDITED.write_text(rcu_settings[turn])
         submitted = time.time()
         dispatch_id = submit(client, "date +%s.%N")
         body = wait_for_status_sync(client, dispatch_id, TERMINAL, 60)
         if body["status"] != "succeeded":
             raise RuntimeError(f"dispatch {dispatch_id} ended {body['status']}")
-        if run < warmup:
+        if run < warmup * len(turns):
             continue
         at = milestones(client, dispatch_id)
         previous = submitted
         for step in STEPS:
-            spans[step].append((at[step] - previous) * 1000)
+            spans[turn][step].append((at[step] - previous) * 1000)
             previous = at[step]
-        spans["total"].append((at["agent start"] - submitted) * 1000)
+        spans[turn]["total"].append((at["agent start"] - submitted) * 1000)
     return spans
 
 
@@ -143,8 +149,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             key = api.create_tenant("bench")
             headers = {"Authorization": f"Bearer {key}"}
             with httpx.Client(base_url=api.url, headers=headers, timeout=60) as client:
-                starts = measure_starts(client, args.starts, args.warmup)
-                tuned = measure_tuned_starts(client, args.starts, args.warmup) if args.rcu_expedited else None
+                if args.rcu_expedited:
+                    starts, tuned = measure_both_rcu_settings(client, args.starts, args.warmup)
+                else:
+                    [starts], tuned = measure_starts(client, args.starts, args.warmup), None
                 burst = measure_burst(client, database_url, args.burst, args.burst_seconds)
         finally:
             fleet.stop_all()
@@ -157,13 +165,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def measure_tuned_starts(client: httpx.Client, runs: int, warmup: int) -> dict[str, list[float]]:
-    """The starts again with expedited RCU grace periods (host-wide, so the setting is restored)."""
+def measure_both_rcu_settings(
+    client: httpx.Client, runs: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The starts with normal and with expedited RCU grace periods, in turns (host-wide: restored)."""
     original = RCU_EXPEDITED.read_text().strip()
     try:
-        return measure_starts(client, runs, warmup, rcu_expedited="1")
+        normal, expedited = measure_starts(client, runs, warmup, rcu_settings=("0", "1"))
     finally:
         RCU_EXPEDITED.write_text(original)
+    return normal, expedited
 
 
 def report(results: dict[str, Any]) -> str:
@@ -215,7 +226,7 @@ def main() -> int:
     parser.add_argument("--burst-seconds", type=float, default=2.0)
     parser.add_argument(
         "--rcu-expedited", action="store_true",
-        help="measure the starts again with /sys/kernel/rcu_expedited=1 (root; restored afterwards)",
+        help="starts take turns with /sys/kernel/rcu_expedited 0 and 1 (root; restored afterwards)",
     )  # fmt: skip
     args = parser.parse_args()
     results = measure(args)
