@@ -18,6 +18,7 @@ decide what moving a run into its cgroup costs (cgroup v1; see docs/deploy.md, "
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -229,6 +230,8 @@ def main() -> int:
         help="starts take turns with /sys/kernel/rcu_expedited 0 and 1 (root; restored afterwards)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.rcu_expedited and not os.access(RCU_EXPEDITED, os.W_OK):
+        parser.error(f"--rcu-expedited needs to write {RCU_EXPEDITED} (run as root)")
     results = measure(args)
     publish("fleet_dispatch", results, report(results))
     return 0

@@ -19,6 +19,8 @@ from tests.integration.test_tenant_policy import patch_tenant, read_tenant, tena
 SLOW_TASK = "sleep 1; echo done"
 HANDOVER_S = 2.0
 """Most time from one dispatch's end to the claim of the next its tenant's cap held back."""
+CAP_RAISE_S = 3.0
+"""Most time from a cap's raise to the claim of a dispatch it held back (its recheck would be 5 s)."""
 
 
 @pytest.fixture
@@ -107,11 +109,13 @@ async def test_raising_a_cap_lets_waiting_dispatches_run_at_once(server: Server)
     tenant = await server.new_tenant()
     tenant_id = await tenant_id_of(server, tenant)
     await patch_tenant(server, admin, tenant_id, {"max_concurrent_dispatches": 1})
-    ids = [(await submit(server.client, tenant, "sleep 3"))["id"] for _ in range(2)]
+    # Long enough that the first still runs when the second starts on a loaded machine (both are
+    # cancelled at the end); the wait below stays shorter than the recheck (a heartbeat, 5 s).
+    ids = [(await submit(server.client, tenant, "sleep 30"))["id"] for _ in range(2)]
     await wait_for_reason(server, tenant, ids[1])
     await patch_tenant(server, admin, tenant_id, {"max_concurrent_dispatches": 2})
     # A claim after the change takes the second while the first still runs.
-    await wait_for_status(server.client, tenant, ids[1], {"provisioning", "running"}, 10)
+    await wait_for_status(server.client, tenant, ids[1], {"provisioning", "running"}, CAP_RAISE_S)
     first = await server.client.get(f"/v1/dispatches/{ids[0]}", headers=tenant)
     assert first.json()["status"] in ("provisioning", "running")
     for dispatch_id in ids:

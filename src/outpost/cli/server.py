@@ -39,7 +39,8 @@ T = TypeVar("T")
     "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
 )
 def serve(host: str, port: int) -> None:
-    """Run the embedded system: API, worker and store in one process."""
+    """Serve the API. On SQLite (the embedded system) this process also runs the dispatches; on
+    PostgreSQL `outpost worker` processes do, unless OUTPOST_WORKER__ENABLED=true."""
     settings = load_settings()
     check_queue_database(settings)
     configure_logging(settings.log_level)

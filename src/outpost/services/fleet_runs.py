@@ -113,12 +113,13 @@ class FleetRuns:
             log.warning("queued dispatches without a job were given one: %s", orphans)
         return len(orphans)
 
-    async def release_held(self, tenant_id: str) -> None:
-        """A dispatch of the tenant ended on this worker: the oldest of its dispatches held back by its cap
-        may be claimed at once (see `queue_jobs.bring_forward`). Never raises."""
+    async def release_held(self, tenant_id: str, count: int | None) -> None:
+        """The tenant may run `count` (None: any number) more dispatches at once (one of its dispatches
+        ended, or its cap was raised): that many of its oldest dispatches held back by its cap may be
+        claimed at once (see `queue_jobs.bring_forward`). Never raises."""
         try:
             async with self._store.write() as conn:
-                await queue_jobs.bring_forward(conn, tenant_id, 1)
+                await queue_jobs.bring_forward(conn, tenant_id, count)
         except Exception:
             log.exception("held dispatches of tenant %s wait for their recheck", tenant_id)
 

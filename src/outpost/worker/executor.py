@@ -101,16 +101,18 @@ class DispatchExecutor:
             return prepared
         held.prepared = prepared
         # Read while `running` is recorded: one database round trip less before the run starts.
-        tenant_egress = asyncio.ensure_future(self._runs.tenant_egress_allow(row.tenant_id))
+        egress_read = asyncio.ensure_future(self._runs.tenant_egress_allow(row.tenant_id))
         try:
             running = await self._runs.mark_running(row, base_commit=_base_commit(row, prepared))
-        finally:
-            await asyncio.wait({tenant_egress})
+        except BaseException:
+            egress_read.cancel()
+            raise
+        tenant_egress = await egress_read
         if running is None:
             return None  # cancelled before it started
         recorder = OutputRecorder(self._runs, row.id, self._flush_s, self._limits.max_log_bytes)
         try:
-            launch = await self._prepare(row, prepared, limits, recorder, tenant_egress.result())
+            launch = await self._prepare(row, prepared, limits, recorder, tenant_egress)
             run = await self._start(launch)
         except (SandboxError, InvalidInput) as exc:
             await recorder.close()

@@ -160,7 +160,7 @@ class FleetWorker:
         except asyncio.CancelledError:
             await self._runs.hand_back(row, self._presence.id)  # after the executor killed the run
             raise
-        await self._runs.release_held(row.tenant_id)  # its slot under the tenant's cap is free
+        await self._runs.release_held(row.tenant_id, 1)  # its slot under the tenant's cap is free
 
     def _procrastinate_ended(self, task: asyncio.Task[None]) -> None:
         if self._stopping:

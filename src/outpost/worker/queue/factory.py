@@ -64,7 +64,7 @@ def build_queue(
 
     app = build_app(store.url)
     if not worker.enabled:
-        return ProcrastinateQueue(store, app)
+        return ProcrastinateQueue(store, app, fleet_runs)
     if not agents:
         raise InvalidInput(
             "this worker has no agent to offer: none is ready here (see `outpost agents`); name some with "
@@ -72,4 +72,5 @@ def build_queue(
         )
     from outpost.worker.fleet_worker import FleetWorker  # noqa: PLC0415 - loads only when chosen
 
-    return ProcrastinateQueue(store, app, FleetWorker(app, fleet_runs, executor, presence, worker, agents))
+    fleet = FleetWorker(app, fleet_runs, executor, presence, worker, agents)
+    return ProcrastinateQueue(store, app, fleet_runs, fleet)

@@ -9,7 +9,6 @@ serve` with `OUTPOST_WORKER__ENABLED=true`) holds a `FleetWorker`, which this ba
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING
 
 from outpost.db.job_queue_schema import check_job_queue_schema
@@ -22,9 +21,8 @@ from outpost.events.postgres import libpq_url
 if TYPE_CHECKING:
     from procrastinate import App
 
+    from outpost.services.fleet_runs import FleetRuns
     from outpost.worker.fleet_worker import FleetWorker
-
-log = logging.getLogger(__name__)
 
 POOL_MAX_CONNECTIONS = 4
 """procrastinate's own connections per process (a worker's LISTEN connection comes on top)."""
@@ -43,9 +41,10 @@ def build_app(database_url: str) -> App:
 class ProcrastinateQueue:
     """Implements the DispatchQueue protocol over procrastinate jobs; see the module docstring."""
 
-    def __init__(self, store: Store, app: App, fleet: FleetWorker | None = None) -> None:
+    def __init__(self, store: Store, app: App, runs: FleetRuns, fleet: FleetWorker | None = None) -> None:
         self._store = store
         self._app = app
+        self._runs = runs
         self._fleet = fleet
         self._open = False
 
@@ -56,11 +55,7 @@ class ProcrastinateQueue:
         """Nothing to do: procrastinate NOTIFYs the agent's queue when the job commits."""
 
     async def release_held(self, tenant_id: str, count: int | None) -> None:
-        try:
-            async with self._store.write() as conn:
-                await queue_jobs.bring_forward(conn, tenant_id, count)
-        except Exception:
-            log.exception("held dispatches of tenant %s wait for their recheck", tenant_id)
+        await self._runs.release_held(tenant_id, count)
 
     async def request_abort(self, dispatch_id: str) -> bool:
         """procrastinate's abort of the dispatch's job: a running job's worker hears of it by NOTIFY (or
