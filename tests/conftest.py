@@ -117,7 +117,9 @@ def _worker_defaults(database_url: str) -> dict[str, object]:
     fleet uses and a dispatch of an agent not ready here fails as it does in the embedded system."""
     if not database_url.startswith("postgres"):
         return {"poll_interval_s": 0.2}
-    return {"poll_interval_s": 0.2, "enabled": True, "agents": [agent.value for agent in AgentName]}
+    # Stopped, it hands back what it runs at once, as the embedded worker does.
+    every_agent = [agent.value for agent in AgentName]
+    return {"poll_interval_s": 0.2, "enabled": True, "agents": every_agent, "drain_timeout_s": 0}
 
 
 SHUTDOWN_LIMIT_S = 20

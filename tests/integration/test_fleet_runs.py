@@ -5,6 +5,7 @@ what a dead or stopping worker held goes back to the queue (or fails `worker_los
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -97,14 +98,22 @@ class Fleet:
         return [str(row.data["note"]) for row in rows if row.kind == "status" and "note" in row.data]
 
 
-@pytest.fixture
-async def fleet(pg_database: str) -> AsyncIterator[Fleet]:
-    store = Store(pg_database)
+@asynccontextmanager
+async def open_fleet(database_url: str) -> AsyncIterator[Fleet]:
+    store = Store(database_url)
     await upgrade_to_head(store, job_queue=True)
     ledger = Ledger(build_price_table(default_catalog(), LedgerSettings()), LedgerMetrics())
     runs = FleetRuns(store, Admission(default_catalog()), 2, InProcessBus(), ledger, RECHECK_S)
-    yield Fleet(store, runs)
-    await store.dispose()
+    try:
+        yield Fleet(store, runs)
+    finally:
+        await store.dispose()
+
+
+@pytest.fixture
+async def fleet(pg_database: str) -> AsyncIterator[Fleet]:
+    async with open_fleet(pg_database) as opened:
+        yield opened
 
 
 async def test_the_schema_is_applied_once_and_names_the_procrastinate_that_wrote_it(fleet: Fleet) -> None:

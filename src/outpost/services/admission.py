@@ -64,6 +64,9 @@ class Admitted:
     """Moved to `provisioning` with a new attempt, in the order they were queued."""
     held: list[DispatchRow]
     """Given a new reason to wait, each with its status event."""
+    contended: bool = False
+    """Another claimer (or a release, `FleetRuns.release_held`) held a tenant's claim lock: what it
+    left unclaimed may be claimable in a moment."""
 
 
 class Admission:
@@ -153,7 +156,8 @@ class _Claim:
         if row is not None:
             await self._consider(row)
         await self._hold_full_tenants()
-        return Admitted(self._claimed, self._held)
+        contended = any(slots.locked_out for slots in self._slots.values())
+        return Admitted(self._claimed, self._held, contended)
 
     async def _consider(self, row: DispatchRow) -> None:
         if row.tenant_id in self._skipped:
@@ -184,8 +188,11 @@ class _Claim:
             elif not await claim_repo.try_lock_tenant(self._conn, self._dialect, tenant_id):
                 slots = _Slots(cap, 0, locked_out=True)
             else:
-                # Counted under the lock: every claim committed before it was taken is seen.
-                slots = _Slots(cap, max(0, cap - await claim_repo.count_active(self._conn, tenant_id)))
+                # Read again and counted under the lock: every claim, and every cap change released
+                # (`FleetRuns.release_held`), committed before it was taken is seen.
+                cap = await claim_repo.tenant_cap(self._conn, tenant_id)
+                active = await claim_repo.count_active(self._conn, tenant_id)
+                slots = _Slots(cap, None if cap is None else max(0, cap - active))
             self._slots[tenant_id] = slots
         return slots
 

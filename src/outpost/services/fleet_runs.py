@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from outpost.db.repositories import claims as claim_repo
 from outpost.db.repositories import dispatches as repo
 from outpost.db.repositories import fleet_claims, queue_jobs
 from outpost.db.repositories import workers as worker_repo
@@ -29,6 +30,8 @@ REAP_BATCH = 100
 """Dispatches of lost workers taken back per sweep at most (the next sweep takes the rest)."""
 ORPHAN_BATCH = 100
 """Queued dispatches without a job given one per sweep at most."""
+CONTENDED_RETRY = timedelta(milliseconds=100)
+"""When a dispatch whose claim found its tenant's claim lock taken is looked at again."""
 
 
 class FleetRuns:
@@ -57,7 +60,7 @@ class FleetRuns:
         async with self._store.write() as conn:
             admitted = await self._admission.claim_one(conn, self._store.dialect, dispatch_id, worker_id)
             if not admitted.claimed:
-                await self._defer_if_queued(conn, dispatch_id)
+                await self._defer_if_queued(conn, dispatch_id, soon=admitted.contended)
         self._bus.publish(event_notice(row) for row in [*admitted.claimed, *admitted.held])
         return admitted.claimed[0] if admitted.claimed else None
 
@@ -119,6 +122,9 @@ class FleetRuns:
         claimed at once (see `queue_jobs.bring_forward`). Never raises."""
         try:
             async with self._store.write() as conn:
+                # After any claim of the tenant under way: a dispatch it holds back on what it counted
+                # before the change has its later job committed by then, and is brought forward too.
+                await claim_repo.lock_tenant(conn, self._store.dialect, tenant_id)
                 await queue_jobs.bring_forward(conn, tenant_id, count)
         except Exception:
             log.exception("held dispatches of tenant %s wait for their recheck", tenant_id)
@@ -136,13 +142,16 @@ class FleetRuns:
         async with self._store.read() as conn:
             return await fleet_claims.ended_among(conn, dispatch_ids)
 
-    async def _defer_if_queued(self, conn: Connection, dispatch_id: str) -> None:
+    async def _defer_if_queued(self, conn: Connection, dispatch_id: str, *, soon: bool) -> None:
+        """Its next job: at its quota's end, else after the recheck, or `soon` when the claim was locked
+        out by another claim or a release of the tenant (which may have just made room)."""
         current = await repo.get_dispatch(conn, dispatch_id)
         if current is None or current.status != DispatchStatus.QUEUED:
             return  # cancelled, or claimed through another job: nothing to wait for
         now = utc_now()
         waits_until = current.not_before if current.not_before and current.not_before > now else None
-        await queue_jobs.defer(conn, dispatch_id, waits_until or now + self._recheck)
+        retry = CONTENDED_RETRY if soon else self._recheck
+        await queue_jobs.defer(conn, dispatch_id, waits_until or now + retry)
 
     async def _take_back(self, row: DispatchRow) -> DispatchRow | None:
         """Queue again, or fail, a dispatch its worker lost; None when it moved on meanwhile."""

@@ -65,6 +65,17 @@ async def try_lock_tenant(conn: Connection, dialect: Dialect, tenant_id: str) ->
     return bool((await conn.execute(statement, {"key": _LOCK_NAMESPACE + tenant_id})).scalar_one())
 
 
+async def lock_tenant(conn: Connection, dialect: Dialect, tenant_id: str) -> None:
+    """Take the tenant's claim lock until the transaction ends, waiting for a claimer that holds it: what
+    that claimer decided (a dispatch held back, its job for later) is committed and visible to the next
+    statement. A claimer that tries meanwhile is locked out and tries again soon. SQLite: nothing to
+    take (see `try_lock_tenant`)."""
+    if dialect != "postgresql":
+        return
+    statement = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+    await conn.execute(statement, {"key": _LOCK_NAMESPACE + tenant_id})
+
+
 async def set_not_before(conn: Connection, dispatch_id: str, not_before: datetime | None) -> None:
     """Only the time: no version change and no event (the reason, which people see, is unchanged)."""
     await conn.execute(update(dispatches).where(dispatches.c.id == dispatch_id).values(not_before=not_before))
