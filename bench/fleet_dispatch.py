@@ -9,7 +9,9 @@ on one PostgreSQL database (the procrastinate queue), measured end to end over r
    queue wait (created to started) percentiles.
 
 With `--rcu-expedited` (root), the starts take turns with normal and expedited RCU grace periods, which
-decide what moving a run into its cgroup costs (cgroup v1; see docs/deploy.md, "Start latency").
+decide what moving a run into its cgroup costs (cgroup v1; see docs/deploy.md, "Start latency"). With
+`--compare-parked PHASES`, the starts alternate in phases between workers with parked launchers (the
+default) and workers without, restarted for each phase.
 
     .venv/bin/python bench/fleet_dispatch.py --workers 3 --slots 20 --starts 100 --burst 300 \\
         --postgres postgresql://postgres@127.0.0.1:5432/postgres
@@ -152,6 +154,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with httpx.Client(base_url=api.url, headers=headers, timeout=60) as client:
                 if args.rcu_expedited:
                     starts, tuned = measure_both_rcu_settings(client, args.starts, args.warmup)
+                elif args.compare_parked:
+                    starts, tuned = measure_parked_phases(client, fleet, args)
                 else:
                     [starts], tuned = measure_starts(client, args.starts, args.warmup), None
                 burst = measure_burst(client, database_url, args.burst, args.burst_seconds)
@@ -162,8 +166,34 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     start_ms = {step: summarize(values) for step, values in starts.items()}
     results = {"params": params, "submit_to_agent_start_ms": start_ms, "burst": burst}
     if tuned is not None:
-        results["rcu_expedited"] = {step: summarize(values) for step, values in tuned.items()}
+        label = "with rcu_expedited=1" if args.rcu_expedited else "without parked launchers"
+        results["compared"] = {"label": label, **{step: summarize(values) for step, values in tuned.items()}}
     return results
+
+
+def measure_parked_phases(
+    client: httpx.Client, fleet: Fleet, args: argparse.Namespace
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The starts in phases that take turns between workers with parked launchers (the default) and
+    workers without (`OUTPOST_SANDBOX__PARKED_LAUNCHERS=0`), restarted for each phase, so that the
+    machine's load weighs on both alike. Default workers are running again afterwards."""
+    merged: list[dict[str, list[float]]] = [{step: [] for step in (*STEPS, "total")} for _ in range(2)]
+    per_phase = max(1, args.starts // args.compare_parked)
+    for phase in range(2 * args.compare_parked):
+        _restart_workers(fleet, args, parked=("2", "0")[phase % 2])
+        [spans] = measure_starts(client, per_phase, args.warmup)
+        for step, values in spans.items():
+            merged[phase % 2][step] += values
+    _restart_workers(fleet, args, parked=None)
+    return merged[0], merged[1]
+
+
+def _restart_workers(fleet: Fleet, args: argparse.Namespace, parked: str | None) -> None:
+    fleet.stop_all()
+    fleet.api.env.pop("OUTPOST_SANDBOX__PARKED_LAUNCHERS", None)
+    if parked is not None:
+        fleet.api.env["OUTPOST_SANDBOX__PARKED_LAUNCHERS"] = parked  # workers take the API's settings
+    fleet.start_workers(args.workers, "--slots", str(args.slots), "--agents", "shell")
 
 
 def measure_both_rcu_settings(
@@ -192,10 +222,13 @@ def report(results: dict[str, Any]) -> str:
         ("submit -> agent start (ms)", start["n"], start["p50"], start["p90"], start["p99"]),
         ("burst queue wait (ms)", wait["n"], wait["p50"], wait["p90"], wait["p99"]),
     ]
-    tuned = results.get("rcu_expedited")
+    tuned = results.get("compared")
     if tuned is not None:
-        rows.append(("  with rcu_expedited=1 (ms)", tuned["total"]["n"], tuned["total"]["p50"],
-                     tuned["total"]["p90"], tuned["total"]["p99"]))  # fmt: skip
+        rows += [
+            (f"  {tuned['label']}: -> {step} (ms)", tuned[step]["n"], tuned[step]["p50"], tuned[step]["p90"],
+             tuned[step]["p99"])
+            for step in (*STEPS, "total")
+        ]  # fmt: skip
     met = start["p50"] <= TARGET_START_P50_MS
     clean = burst["succeeded"] == burst["dispatches"] and not (
         burst["not_first_attempt"] or burst["ran_twice"] or burst["extra_jobs"]
@@ -229,7 +262,15 @@ def main() -> int:
         "--rcu-expedited", action="store_true",
         help="starts take turns with /sys/kernel/rcu_expedited 0 and 1 (root; restored afterwards)",
     )  # fmt: skip
+    parser.add_argument(
+        "--compare-parked", type=int, default=0, metavar="PHASES",
+        help="starts in PHASES phases each with and without parked launchers (workers restarted)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.compare_parked < 0 or args.compare_parked > args.starts:
+        parser.error("--compare-parked takes 0 (off) up to --starts phases")
+    if args.rcu_expedited and args.compare_parked:
+        parser.error("--rcu-expedited and --compare-parked each compare the starts: choose one")
     if args.rcu_expedited and not os.access(RCU_EXPEDITED, os.W_OK):
         parser.error(f"--rcu-expedited needs to write {RCU_EXPEDITED} (run as root)")
     results = measure(args)

@@ -3,7 +3,9 @@
 Each round runs, in turn: a plain subprocess (`subprocess.Popen(["true"]).wait()`), Outpost's `process`
 backend, Outpost's `bwrap` backend (the full job as the worker gets it: a capped tmpfs workspace, a uid
 from the pool, staged job files and scratch tmpfs, namespaces, launch handshake, kill, cleanup and
-workspace removal), and `srt -c true` (npm `@anthropic-ai/sandbox-runtime`).
+workspace removal), the same without parked launchers (bwrap started directly and moved into its
+cgroup), and `srt -c true` (npm `@anthropic-ai/sandbox-runtime`). Each bwrap start follows a pause
+(`--pause-ms`), and the two bwrap variants take turns going first.
 Two times per run: from the start call (workspace creation included) to the exit of `true` (what a
 dispatch waits for: the worker records the outcome before it cleans up; the target applies to it), and to
 the end of cleanup (kill, cgroups, staged files, workspace removal). Rounds interleave the four, so that
@@ -90,27 +92,35 @@ async def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     """Interleaved rounds of the four ways to run `true`, with data dirs under `base`."""
     process = backend_runner(ProcessSandbox(base / "p", 16384), base)
     limits = Limits(memory_bytes=2**30, pids_max=256, cpu_cores=1.0)
-    bwrap = backend_runner(BwrapSandbox(base / "b", 16384, 500_000, 64, limits), base)
-    names = ("subprocess", "process", "bwrap", "srt")
+    parked = BwrapSandbox(base / "b", 16384, 500_000, 64, limits)  # the default: 2 parked launchers
+    direct = BwrapSandbox(base / "d", 16384, 500_100, 64, limits, parked_launchers=0)
+    bwrap, bwrap_direct = backend_runner(parked, base), backend_runner(direct, base)
+    names = ("subprocess", "process", "bwrap", "bwrap, no parked launchers", "srt")
     to_exit: dict[str, list[float]] = {name: [] for name in names}
     to_cleanup: dict[str, list[float]] = {name: [] for name in names}
+    bwraps = [("bwrap", bwrap), ("bwrap, no parked launchers", bwrap_direct)]
     for round_no in range(args.warmup + args.rounds):
         samples = {
             "subprocess": await _timed_sync(plain_subprocess),
             "process": await _timed(process, round_no),
-            "bwrap": await _timed(bwrap, round_no),
             "srt": await _timed_sync(srt_true) if round_no % args.srt_every == 0 else None,
         }
+        for name, runner in bwraps if round_no % 2 else reversed(bwraps):  # neither always goes first
+            await asyncio.sleep(args.pause_ms / 1000)
+            samples[name] = await _timed(runner, round_no)
         if round_no >= args.warmup:
             for name, value in samples.items():
                 if value is not None:
                     to_exit[name].append(value[0])
                     to_cleanup[name].append(value[1])
+    await parked.close()
     exit_stats = {name: summarize(values) for name, values in to_exit.items()}
     p50 = {name: stats["p50"] for name, stats in exit_stats.items()}
     ratios = {
         "bwrap / subprocess (p50, start to exit)": p50["bwrap"] / p50["subprocess"],
         "srt / bwrap (p50, start to exit)": p50["srt"] / p50["bwrap"],
+        "bwrap / bwrap without parked launchers (p50, start to exit)": p50["bwrap"]
+        / p50["bwrap, no parked launchers"],
     }
     met = exit_stats["bwrap"]["p50"] <= TARGET_P50_MS and exit_stats["bwrap"]["p99"] <= TARGET_P99_MS
     return {
@@ -156,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=200, help="measured rounds (default 200)")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured rounds first (default 10)")
     parser.add_argument("--srt-every", type=int, default=4, help="run srt every Nth round (it takes ~0.4 s)")
+    parser.add_argument(
+        "--pause-ms", type=float, default=100.0,
+        help="pause before each bwrap start (default 100): spaced out as on a worker, not back to back",
+    )  # fmt: skip
     parser.add_argument("--name", default="sandbox_start", help="results file name (no extension)")
     args = parser.parse_args(argv)
     ensure_srt()

@@ -154,6 +154,7 @@ class Container:
         await self.janitor.stop()
         await self.storage_accrual.stop()
         await self.worker.stop()
+        await self.sandbox.close()
         await self.presence.stop()
         await self.budgets.close()  # the runs' last costs, before the store closes
         await self.quotas.flush()  # the quotas the runs met, likewise
@@ -312,6 +313,7 @@ def build_sandbox(settings: Settings) -> Sandbox:
             settings.data_dir, settings.limits.max_line_bytes, box.uid_first, box.uid_count, limits,
             egress_allow=tuple(box.egress_allow), run_dir=box.run_dir,
             disk=DiskLimits(size_bytes=box.disk_mb * 2**20, inodes=box.disk_inodes),
+            parked_launchers=box.parked_launchers,
         )  # fmt: skip
     raise ValueError(f"unknown sandbox backend {settings.sandbox.backend!r}")
 

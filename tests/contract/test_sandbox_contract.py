@@ -34,12 +34,24 @@ UID_RANGE = 64
 LIMITS = Limits(memory_bytes=256 * 2**20, pids_max=64, cpu_cores=1.0)
 
 
+_OPEN_BWRAP: list[BwrapSandbox] = []
+"""bwrap backends this test made: closed at its end, with the launchers they parked."""
+
+
 def _bwrap(data_dir: Path, **options: Any) -> BwrapSandbox:
     # A uid range of this test's own, so that other servers' sandboxes on the machine are never touched.
     first = 300_000 + random.randrange(1000) * UID_RANGE
     backend = BwrapSandbox(data_dir, MAX_LINE, uid_first=first, uid_count=UID_RANGE, limits=LIMITS, **options)
     assert backend.problems() == [], backend.problems()
+    _OPEN_BWRAP.append(backend)
     return backend
+
+
+@pytest.fixture(autouse=True)
+async def _close_bwrap_backends() -> AsyncIterator[None]:
+    yield
+    while _OPEN_BWRAP:
+        await _OPEN_BWRAP.pop().close()
 
 
 BACKENDS: dict[str, Callable[[Path], Sandbox]] = {
@@ -53,6 +65,7 @@ async def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     backend = BACKENDS[request.param](tmp_path / "data")
     yield backend
     await backend.reap_leftovers()  # workspaces a failed test left mounted
+    await backend.close()
 
 
 @pytest.fixture
@@ -278,14 +291,18 @@ async def test_a_private_data_dir_works_for_bwrap(tmp_path: Path) -> None:
 async def test_a_bwrap_run_leaves_no_cgroup_staged_file_or_mount_behind(tmp_path: Path) -> None:
     sandbox = _bwrap(tmp_path / "data")
     marker = instance_marker(tmp_path / "data")
-    workdir = await sandbox.create_workspace("w", RequestedLimits())
-    run = await _start(sandbox, workdir, "echo hi > f; sleep 0.1 &")
-    await _collect(run)
-    await run.kill()
-    await sandbox.remove_workspace(workdir)
-    assert list(glob.glob(f"/sys/fs/cgroup/*/outpost-{marker}")) == []
+    for run_id in ("d.1", "d.2"):  # started directly, then (most likely) from a parked launcher
+        workdir = await sandbox.create_workspace("w", RequestedLimits())
+        run = await _start(sandbox, workdir, "echo hi > f; sleep 0.1 &", run_id=run_id)
+        await _collect(run)
+        await run.kill()
+        await sandbox.remove_workspace(workdir)
+        assert glob.glob(f"/sys/fs/cgroup/*/outpost-{marker}/d.*") == []
+        await asyncio.sleep(0.3)  # the launchers parked meanwhile stay until the backend closes
     assert not (DEFAULT_RUN_DIR / marker).exists()
     assert mounts.mounts_under(tmp_path) == []
+    await sandbox.close()
+    assert glob.glob(f"/sys/fs/cgroup/*/outpost-{marker}") == []
 
 
 BURN_CPU = "( i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done )"

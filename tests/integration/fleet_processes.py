@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from outpost.sandbox import mounts
+from outpost.sandbox import cgroups, mounts
 from outpost.sandbox.bwrap_fs import DEFAULT_RUN_DIR
 from outpost.sandbox.naming import instance_marker, workspaces_dir
 from tests.integration.processes import OUTPOST, ServerProcess
@@ -97,13 +97,16 @@ class WorkerProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
 
-    def unmount_leftovers(self) -> None:
-        """Unmount what the runs of a worker killed mid-run left mounted (its bwrap staging dir and
-        workspaces), as its restart's janitor would: a replacement with a data dir of its own never does."""
+    def clear_leftovers(self) -> None:
+        """Clear what a worker killed mid-run left (its bwrap staging dir and workspaces, still mounted,
+        and its runs' and parked launchers' cgroups), as its restart's janitor would: a replacement with
+        a data dir of its own never does. For a stopped worker only."""
         staging = DEFAULT_RUN_DIR / instance_marker(self.data_dir)
         for leftovers in (staging, workspaces_dir(self.data_dir)):
             mounts.unmount_all_under(leftovers)
         shutil.rmtree(staging, ignore_errors=True)
+        if not cgroups.problems():  # the process backend (off CI) makes none
+            cgroups.reap_stale(f"outpost-{instance_marker(self.data_dir)}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -147,7 +150,7 @@ class Fleet:
     def stop_all(self) -> None:
         for worker in self.started:
             worker.stop()
-            worker.unmount_leftovers()
+            worker.clear_leftovers()
         # The next test starts from an empty queue: nothing of this one is left for its workers.
         execute(
             self.database_url,
@@ -171,10 +174,11 @@ def execute(database_url: str, sql: str, parameters: list[Any] | None = None) ->
         conn.execute(sql.encode(), parameters)
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    """Poll `condition` until it is true; fail naming `what` after `timeout_s`."""
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str | Callable[[], str]) -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout_s` (a callable is asked then,
+    so the message can say what the state was at the time)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.02)

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -230,9 +231,16 @@ def test_dispatches_of_a_killed_and_a_stopped_worker_each_succeed_exactly_once(
 ) -> None:
     victim, stopped, _ = cluster.living_workers()
     with _client(cluster.replicas[0], key) as client:
-        ids = [_submit(client, "sleep 1.5") for _ in range(24)]
-        # 24 dispatches on 12 slots: while both workers' slots are full, neither claims another one.
-        wait_until(lambda: _slots_full(cluster, victim.id, stopped.id), 30, "both workers' slots to fill")
+        # 24 dispatches on 12 slots: while both workers' slots are full, neither claims another one. The
+        # POSTs go at once and each run lasts 3 s, so the slots fill however slowly the API answers.
+        started = time.monotonic()
+        ids = _submit_all(client, ["sleep 3"] * 24)
+        submitted_in = time.monotonic() - started
+        wait_until(
+            lambda: _slots_full(cluster, victim.id, stopped.id), 30,
+            lambda: f"both workers' slots to fill (24 POSTs took {submitted_in:.2f} s; running per worker: "
+            f"{_running_per_worker(cluster)})",
+        )  # fmt: skip
         lost, handed_back = set(_running_on(cluster, victim.id)), set(_running_on(cluster, stopped.id))
         signalled_at = time.time()
         victim.kill_hard()
@@ -255,6 +263,21 @@ def test_dispatches_of_a_killed_and_a_stopped_worker_each_succeed_exactly_once(
         assert all(notes[i] == [f"{note} during attempt 1; queued again"] for i in again & held)
         # A run that did not go again ended by itself as its worker was signalled (0.5 s: the drain's).
         assert all(_finished_by(cluster, i, signalled_at + 0.5) for i in held - again)
+
+
+def _submit_all(client: httpx.Client, tasks: list[str]) -> list[str]:
+    """The ids of `tasks` submitted by concurrent POSTs, in the order of `tasks`."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda task: _submit(client, task), tasks))
+
+
+def _running_per_worker(cluster: Cluster) -> dict[str, int]:
+    rows = query(
+        cluster.database_url,
+        "SELECT worker_id, count(*) AS n FROM dispatches WHERE status IN ('provisioning', 'running')"
+        " GROUP BY worker_id",
+    )
+    return {str(row["worker_id"]): int(row["n"]) for row in rows}
 
 
 def _slots_full(cluster: Cluster, *worker_ids: str) -> bool:

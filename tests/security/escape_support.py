@@ -8,7 +8,7 @@ import random
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,14 +122,17 @@ class Jail:
         return Outcome(code_, stdout, stderr, limit, list(self.events))
 
 
-@contextlib.contextmanager
-def jail_in_temp_dir(limits: Limits = LIMITS, disk: DiskLimits = DEFAULT_DISK) -> Iterator[Jail]:
+@contextlib.asynccontextmanager
+async def jail_in_temp_dir(limits: Limits = LIMITS, disk: DiskLimits = DEFAULT_DISK) -> AsyncIterator[Jail]:
     """A Jail over a private temp dir (the sandbox's uids need not reach it: runs are staged elsewhere)."""
     path = Path(tempfile.mkdtemp(prefix="outpost-escape-"))
+    jail = None
     try:
         jail = Jail(path, limits, disk)
         assert jail.sandbox.problems() == [], jail.sandbox.problems()
         yield jail
     finally:
+        if jail is not None:
+            await jail.sandbox.close()  # the launchers it parked
         mounts.unmount_all_under(path)  # the workspaces' tmpfs
         shutil.rmtree(path, ignore_errors=True)

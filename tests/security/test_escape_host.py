@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,8 +28,8 @@ for path in paths:
 
 
 @pytest.fixture
-def jail() -> Iterator[Jail]:
-    with jail_in_temp_dir() as jail:
+async def jail() -> AsyncIterator[Jail]:
+    async with jail_in_temp_dir() as jail:
         yield jail
 
 

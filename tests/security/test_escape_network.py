@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,8 +20,8 @@ from tests.security.escape_support import PROXY_PROBE, Jail, jail_in_temp_dir
 
 
 @pytest.fixture
-def jail() -> Iterator[Jail]:
-    with jail_in_temp_dir() as jail:
+async def jail() -> AsyncIterator[Jail]:
+    async with jail_in_temp_dir() as jail:
         yield jail
 
 

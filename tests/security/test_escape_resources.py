@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,8 @@ from tests.security.escape_support import LIMITS, UID_COUNT, Jail, jail_in_temp_
 
 
 @pytest.fixture
-def jail() -> Iterator[Jail]:
-    with jail_in_temp_dir() as jail:
+async def jail() -> AsyncIterator[Jail]:
+    async with jail_in_temp_dir() as jail:
         yield jail
 
 
@@ -97,7 +97,7 @@ async def test_case_20_filling_tmp_ends_in_enospc_at_its_size() -> None:
     # A memory limit above the scratch size (tmpfs pages count against it), so the size is what stops the
     # writer; the run is then reported as having filled its disk.
     scratch_mb = SCRATCH_BYTES >> 20
-    with jail_in_temp_dir(Limits(scratch_mb + 256 << 20, LIMITS.pids_max, LIMITS.cpu_cores)) as jail:
+    async with jail_in_temp_dir(Limits(scratch_mb + 256 << 20, LIMITS.pids_max, LIMITS.cpu_cores)) as jail:
         outcome = await jail.run(f"dd if=/dev/zero of=/tmp/f bs=1M count={scratch_mb + 50}; du -m /tmp/f")
     assert outcome.stdout == [f"{scratch_mb}\t/tmp/f"]
     assert "No space left on device" in outcome.stderr[0]
@@ -125,7 +125,7 @@ print("no failure")
 
 
 async def test_case_20_creating_files_in_tmp_ends_in_enospc_at_its_inode_limit() -> None:
-    with jail_in_temp_dir(Limits(512 << 20, LIMITS.pids_max, 2.0)) as jail:
+    async with jail_in_temp_dir(Limits(512 << 20, LIMITS.pids_max, 2.0)) as jail:
         outcome = await jail.run(CREATE_FILES, python=True, args=("/tmp", str(SCRATCH_INODES + 10)))
     error, count = outcome.stdout[0].split()
     # The scratch root and its three directories hold inodes too.
@@ -133,7 +133,7 @@ async def test_case_20_creating_files_in_tmp_ends_in_enospc_at_its_inode_limit()
 
 
 async def test_case_20_creating_files_in_the_workspace_ends_in_enospc_at_its_inode_limit() -> None:
-    with jail_in_temp_dir(disk=DiskLimits(size_bytes=64 << 20, inodes=2000)) as jail:
+    async with jail_in_temp_dir(disk=DiskLimits(size_bytes=64 << 20, inodes=2000)) as jail:
         outcome = await jail.run(CREATE_FILES, python=True, args=("/workspace", "3000"))
     assert outcome.stdout == ["ENOSPC 1999"], outcome  # the workspace's root is the 2000th
     assert outcome.limit == "disk_full"

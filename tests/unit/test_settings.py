@@ -48,3 +48,18 @@ def test_a_bad_global_egress_entry_is_refused_naming_the_setting(
     monkeypatch.setenv("OUTPOST_SANDBOX__EGRESS_ALLOW", json.dumps([entry]))
     with pytest.raises(ValidationError, match="egress_allow"):
         Settings()
+
+
+@pytest.mark.parametrize("value", ["-1", "65", "two", "1.5"])
+def test_a_bad_number_of_parked_launchers_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("OUTPOST_SANDBOX__PARKED_LAUNCHERS", value)
+    with pytest.raises(ValidationError, match="parked_launchers"):
+        Settings()
+
+
+def test_parked_launchers_default_to_two_and_zero_turns_them_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().sandbox.parked_launchers == 2
+    monkeypatch.setenv("OUTPOST_SANDBOX__PARKED_LAUNCHERS", "0")
+    assert Settings().sandbox.parked_launchers == 0

@@ -156,6 +156,10 @@ class Sandbox(Protocol):
     async def reap_leftovers(self) -> int:
         """Kill processes left behind by an earlier server of this data dir; how many there were."""
 
+    async def close(self) -> None:
+        """Let go of what the backend keeps between runs (processes waiting for the next run). For the
+        server's stop, after its runs are gone; runs started later still work. Never raises."""
+
     def problems(self) -> list[str]:
         """What stops this backend from working here (empty when ready), each with how to fix it."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -22,7 +21,6 @@ import signal
 import stat
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from outpost.errors import InvalidInput, SandboxError
@@ -37,17 +35,16 @@ from outpost.sandbox.base import (
     SandboxSpec,
     ServedListener,
 )
-from outpost.sandbox.bwrap_args import SANDBOX_PATH, WORKSPACE, as_user, bwrap_argv, host_path_of_program
+from outpost.sandbox.bwrap_args import WORKSPACE, host_path_of_program
 from outpost.sandbox.bwrap_fs import DEFAULT_DISK, DEFAULT_RUN_DIR, HOME, DiskLimits, JobPaths
+from outpost.sandbox.bwrap_launch import Parked, launch
 from outpost.sandbox.cgroups import JobCgroup, Limits
-from outpost.sandbox.child import Child
 from outpost.sandbox.compute import MemorySampler
 from outpost.sandbox.egress_policy import compose_policy
 from outpost.sandbox.egress_proxy import EgressDecisionEvent, EgressListener, EgressProxy
+from outpost.sandbox.launchers import LauncherGone, LauncherPool
 from outpost.sandbox.naming import instance_marker, workspaces_dir
 from outpost.sandbox.netns import listener_in_netns
-from outpost.sandbox.pipes import attach_pipe
-from outpost.sandbox.seccomp import filter_memfd
 from outpost.sandbox.streams import merged_lines
 from outpost.sandbox.uids import UidPool, pids_owned_by
 
@@ -58,7 +55,7 @@ log = logging.getLogger(__name__)
 class BwrapRun:
     def __init__(
         self,
-        parked: _Parked,
+        parked: Parked,
         paths: JobPaths,
         cgroup: JobCgroup,
         listeners: list[ServedListener],
@@ -141,10 +138,12 @@ class BwrapSandbox:
         *,
         disk: DiskLimits = DEFAULT_DISK,
         run_dir: Path = DEFAULT_RUN_DIR,
+        parked_launchers: int = 2,
     ) -> None:
         """`egress_allow`: hosts every run may reach through the egress proxy. `disk`: the default size
-        of a workspace. `run_dir`: where runs are staged for bwrap (see bwrap_fs). Raises InvalidInput for
-        a malformed egress entry."""
+        of a workspace. `run_dir`: where runs are staged for bwrap (see bwrap_fs). `parked_launchers`:
+        how many bwrap launchers wait in their cgroups for the next runs (see launchers.py). Raises
+        InvalidInput for a malformed egress entry."""
         self._egress_allow = egress_allow
         compose_policy(egress_allow)  # refuse a bad global list at once, not at the first run
         self._proxy = EgressProxy()
@@ -157,6 +156,7 @@ class BwrapSandbox:
         self._limits = limits
         self._disk = disk
         self._staging_lock = threading.Lock()
+        self._launchers = LauncherPool(self._cgroup_root, limits, parked_launchers)
 
     async def create_workspace(self, name: str, limits: RequestedLimits) -> Path:
         workdir = self._workspaces_dir / name
@@ -189,16 +189,10 @@ class BwrapSandbox:
         ]
         try:
             await asyncio.to_thread(self._stage, paths, spec, uid)
-            parked = await _launch(spec, paths, uid)
+            parked, cgroup = await self._launch_confined(spec, paths, uid)
         except (OSError, ValueError, SandboxError) as exc:
             _run_all(cleanups)
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
-        try:
-            cgroup = await asyncio.to_thread(self._confine, spec.run_id, parked, spec.limits)
-        except SandboxError:
-            await parked.abandon()
-            _run_all(cleanups)
-            raise
         cleanups.append(cgroup.remove)
         listeners: list[ServedListener] = []
         try:
@@ -227,7 +221,7 @@ class BwrapSandbox:
         with self._staging_lock, contextlib.suppress(OSError):
             self._staging_dir.rmdir()  # when no other run is staged: leave nothing in the run dir
 
-    async def _open_egress(self, spec: SandboxSpec, parked: _Parked) -> EgressListener:
+    async def _open_egress(self, spec: SandboxSpec, parked: Parked) -> EgressListener:
         """The proxy listener inside the sandbox's network namespace: the run's only way out."""
         policy = compose_policy(self._egress_allow, spec.egress_allow)
         listener = await asyncio.to_thread(listener_in_netns, parked.sandbox_pid)
@@ -247,18 +241,36 @@ class BwrapSandbox:
             cpu_cores=requested.cpu_cores or default.cpu_cores,
         )
 
-    def _confine(self, job: str, parked: _Parked, requested: RequestedLimits) -> JobCgroup:
-        """The job's cgroup, holding bwrap and the sandbox's pid 1 before the command starts."""
-        cgroup = JobCgroup.create(self._cgroup_root, job, self._limits_for(requested))
+    async def _launch_confined(
+        self, spec: SandboxSpec, paths: JobPaths, uid: int
+    ) -> tuple[Parked, JobCgroup]:
+        """bwrap, its command held back, in the job's cgroup: born there from a parked launcher when one
+        is ready, else started and moved in."""
+        limits = self._limits_for(spec.limits)
+        launcher = self._launchers.take()
+        if launcher is not None:
+            try:
+                cgroup = await asyncio.to_thread(launcher.claim, spec.run_id, limits)
+                return await launch(spec, paths, uid, launcher), cgroup
+            except LauncherGone:
+                await launcher.discard()  # died while parked: start bwrap directly after all
+            except BaseException:
+                await launcher.discard()  # the launcher, or the bwrap it became, and its cgroup
+                raise
+        parked = await launch(spec, paths, uid, None)
         try:
-            cgroup.add(parked.child.pid)
-            cgroup.add(parked.sandbox_pid)
+            return parked, await asyncio.to_thread(self._confine, spec.run_id, parked, limits)
         except SandboxError:
-            with contextlib.suppress(SandboxError):  # the error to report is the one above
-                cgroup.kill()  # whatever was moved in already
-                cgroup.remove()
+            await parked.abandon()
             raise
-        return cgroup
+
+    def _confine(self, job: str, parked: Parked, limits: Limits) -> JobCgroup:
+        """The job's cgroup, holding bwrap and the sandbox's pid 1 before the command starts."""
+        pids = (parked.child.pid, parked.sandbox_pid)
+        return JobCgroup.create_holding(self._cgroup_root, job, limits, pids)
+
+    async def close(self) -> None:
+        await self._launchers.close()
 
     async def reap_leftovers(self) -> int:
         """Kill what an earlier server of this data dir left: its uids' processes, job cgroups, staged
@@ -300,53 +312,6 @@ def _run_all(cleanups: list[Callable[[], None]]) -> None:
             cleanup()
         except (SandboxError, OSError):
             log.exception("sandbox cleanup failed; the janitor removes what is left at the next start")
-
-
-@dataclass
-class _Parked:
-    """A bwrap whose namespaces exist and whose command waits for `release()`."""
-
-    child: Child
-    sandbox_pid: int
-    release_fd: int
-
-    def release(self) -> None:
-        os.write(self.release_fd, b"\n")
-        os.close(self.release_fd)
-
-    async def abandon(self) -> None:
-        os.close(self.release_fd)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.sandbox_pid, signal.SIGKILL)
-        await self.child.wait()
-
-
-async def _launch(spec: SandboxSpec, paths: JobPaths, uid: int) -> _Parked:
-    """Start bwrap as `uid` and wait until its namespaces exist; the command has not started yet."""
-    info_read, info_write = os.pipe()
-    block_read, block_write = os.pipe()
-    seccomp_fd = filter_memfd()  # bwrap reads it to the end: a fresh one for every launch
-    try:
-        argv = bwrap_argv(spec, paths, info_fd=info_write, block_fd=block_read, seccomp_fd=seccomp_fd)
-        child = await Child.spawn(
-            as_user(uid, argv), cwd=Path("/"), env={"PATH": SANDBOX_PATH}, new_session=True,
-            pass_fds=[info_write, block_read, seccomp_fd],
-        )  # fmt: skip
-    except BaseException:
-        os.close(block_write)
-        os.close(info_read)
-        raise
-    finally:
-        for fd in (info_write, block_read, seccomp_fd):
-            os.close(fd)
-    info_reader, _ = attach_pipe(os.fdopen(info_read, "rb"))
-    info = await info_reader.read()
-    if not info:
-        os.close(block_write)
-        code = await child.wait()
-        detail = (await child.stderr.read()).decode(errors="replace").strip()
-        raise OSError(f"bwrap exited with status {code} before the command started: {detail}")
-    return _Parked(child, int(json.loads(info)["child-pid"]), block_write)
 
 
 def unsearchable_ancestor(path: Path) -> Path | None:

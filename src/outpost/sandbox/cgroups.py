@@ -104,6 +104,21 @@ class JobCgroup:
             raise SandboxError(f"cannot create the cgroup of job {job}: {exc}") from exc
         return cgroup
 
+    @classmethod
+    def create_holding(cls, root_name: str, job: str, limits: Limits, pids: Collection[int]) -> JobCgroup:
+        """`create()` the job's cgroups and move `pids` into them. Raises SandboxError; nothing is left
+        behind then (what was moved in already is killed)."""
+        cgroup = cls.create(root_name, job, limits)
+        try:
+            for pid in pids:
+                cgroup.add(pid)
+        except SandboxError:
+            with contextlib.suppress(SandboxError):  # the error to report is the one above
+                cgroup.kill()
+                cgroup.remove()
+            raise
+        return cgroup
+
     def add(self, pid: int) -> None:
         """Move `pid` into the job's cgroup in every controller; its future children follow.
 
@@ -114,6 +129,32 @@ class JobCgroup:
                 _write(path / "cgroup.procs", str(pid))
             except OSError as exc:
                 raise SandboxError(f"cannot move pid {pid} into {path}: {exc}") from exc
+
+    def renamed(self, job: str) -> JobCgroup:
+        """The same cgroups, processes and counters under the name `job`: cgroup v1 renames a cgroup in
+        place, which (unlike moving a process in) never waits for the kernel's RCU grace period.
+
+        Raises SandboxError when `job` is not a plain name or already exists; nothing is renamed then.
+        """
+        _checked(job)
+        done: list[Path] = []
+        try:
+            for path in self._unique_dirs():
+                path.rename(path.with_name(job))
+                done.append(path)
+        except OSError as exc:
+            for path in reversed(done):
+                with contextlib.suppress(OSError):
+                    path.with_name(job).rename(path)
+            raise SandboxError(f"cannot rename the cgroup {self.dirs['memory']} to {job}: {exc}") from exc
+        return JobCgroup({name: path.with_name(job) for name, path in self.dirs.items()})
+
+    def set_limits(self, limits: Limits) -> None:
+        """Write the job's limits anew. Raises SandboxError when one cannot be written."""
+        try:
+            self._write_limits(limits)
+        except OSError as exc:
+            raise SandboxError(f"cannot write the limits of {self.dirs['memory']}: {exc}") from exc
 
     def pids(self) -> set[int]:
         """Every process in the job's cgroups (thread group ids). A removed cgroup holds none."""

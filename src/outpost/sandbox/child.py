@@ -69,6 +69,11 @@ class Child:
         """The exit status, or minus the signal that ended the process."""
         return await asyncio.shield(self._exited)
 
+    @property
+    def running(self) -> bool:
+        """False once its exit has been seen."""
+        return not self._exited.done()
+
     def close_pipes(self) -> None:
         """Stop reading its output (readers see the end). For after the process and its children are gone."""
         self._stdout_transport.close()

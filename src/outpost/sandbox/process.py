@@ -151,6 +151,9 @@ class ProcessSandbox:
         await asyncio.to_thread(shutil.rmtree, self._homes_dir, True)  # the homes of runs that were lost
         return killed
 
+    async def close(self) -> None:
+        """Nothing waits between runs here: each run starts its command directly."""
+
     def problems(self) -> list[str]:
         return []
 
