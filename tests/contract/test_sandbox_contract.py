@@ -1,4 +1,4 @@
-"""The contract every sandbox backend keeps. Add each new backend to BACKENDS."""
+"""The contract every sandbox backend keeps (the backends: sandbox_backends.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import glob
 import random
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,90 +14,22 @@ import pytest
 from outpost.errors import SandboxError
 from outpost.sandbox import mounts
 from outpost.sandbox.base import (
-    OutputLine,
     RequestedLimits,
     Sandbox,
-    SandboxRun,
     SandboxSpec,
     output_lines,
 )
 from outpost.sandbox.bwrap import BwrapSandbox
 from outpost.sandbox.bwrap_fs import DEFAULT_RUN_DIR, DiskLimits
-from outpost.sandbox.cgroups import Limits
 from outpost.sandbox.process import ProcessSandbox, instance_marker
 from outpost.sandbox.procfs import pids_with_marker
+from tests.contract.sandbox_backends import LIMITS, MAX_LINE, UID_RANGE, collect, make_bwrap, start_script
 from tests.procs import pids_running
-
-MAX_LINE = 1024
-UID_RANGE = 64
-LIMITS = Limits(memory_bytes=256 * 2**20, pids_max=64, cpu_cores=1.0)
-
-
-_OPEN_BWRAP: list[BwrapSandbox] = []
-"""bwrap backends this test made: closed at its end, with the launchers they parked."""
-
-
-def _bwrap(data_dir: Path, **options: Any) -> BwrapSandbox:
-    # A uid range of this test's own, so that other servers' sandboxes on the machine are never touched.
-    first = 300_000 + random.randrange(1000) * UID_RANGE
-    backend = BwrapSandbox(data_dir, MAX_LINE, uid_first=first, uid_count=UID_RANGE, limits=LIMITS, **options)
-    assert backend.problems() == [], backend.problems()
-    _OPEN_BWRAP.append(backend)
-    return backend
-
-
-@pytest.fixture(autouse=True)
-async def _close_bwrap_backends() -> AsyncIterator[None]:
-    yield
-    while _OPEN_BWRAP:
-        await _OPEN_BWRAP.pop().close()
-
-
-BACKENDS: dict[str, Callable[[Path], Sandbox]] = {
-    "process": lambda data_dir: ProcessSandbox(data_dir, MAX_LINE),
-    "bwrap": _bwrap,
-}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-async def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sandbox]:
-    backend = BACKENDS[request.param](tmp_path / "data")
-    yield backend
-    await backend.reap_leftovers()  # workspaces a failed test left mounted
-    await backend.close()
-
-
-@pytest.fixture
-def host_dir(tmp_path: Path) -> Path:
-    """A plain private directory on the host (bwrap binds it for its uid; it need not be reachable)."""
-    path = tmp_path / "host-dir"
-    path.mkdir(mode=0o700)
-    return path
-
-
-@pytest.fixture
-async def workdir(sandbox: Sandbox) -> AsyncIterator[Path]:
-    path = await sandbox.create_workspace("d", RequestedLimits())
-    yield path
-    await sandbox.remove_workspace(path)
-
-
-async def _start(sandbox: Sandbox, workdir: Path, script: str, run_id: str = "d.1", **env: str) -> SandboxRun:
-    return await sandbox.start(
-        SandboxSpec(run_id=run_id, argv=["/bin/sh", "-c", script], env=env, workdir=workdir)
-    )
-
-
-async def _collect(run: SandboxRun) -> list[OutputLine]:
-    """All output, then the exit (so that no process is left unreaped)."""
-    lines = [line async for line in output_lines(run)]
-    await run.wait()
-    return lines
 
 
 async def test_output_of_both_streams_arrives_in_order_per_stream(sandbox: Sandbox, workdir: Path) -> None:
-    run = await _start(sandbox, workdir, "for i in 1 2 3; do echo out$i; echo err$i >&2; done")
-    lines = await _collect(run)
+    run = await start_script(sandbox, workdir, "for i in 1 2 3; do echo out$i; echo err$i >&2; done")
+    lines = await collect(run)
     assert await run.wait() == 0
     assert [line.text for line in lines if line.stream == "stdout"] == ["out1", "out2", "out3"]
     assert [line.text for line in lines if line.stream == "stderr"] == ["err1", "err2", "err3"]
@@ -106,8 +37,8 @@ async def test_output_of_both_streams_arrives_in_order_per_stream(sandbox: Sandb
 
 
 async def test_exit_code_is_reported(sandbox: Sandbox, workdir: Path) -> None:
-    run = await _start(sandbox, workdir, "exit 7")
-    await _collect(run)
+    run = await start_script(sandbox, workdir, "exit 7")
+    await collect(run)
     assert await run.wait() == 7
     await run.kill()
 
@@ -116,8 +47,8 @@ async def test_command_runs_in_the_workdir_with_only_the_given_environment(
     sandbox: Sandbox, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OUTPOST_PROVIDERS__ANTHROPIC__API_KEY", "must-not-leak")
-    run = await _start(sandbox, workdir, "echo made-here > marker; env", GREETING="hi")
-    output = [line.text for line in await _collect(run)]
+    run = await start_script(sandbox, workdir, "echo made-here > marker; env", GREETING="hi")
+    output = [line.text for line in await collect(run)]
     assert (workdir / "marker").read_text() == "made-here\n"
     assert "GREETING=hi" in output
     assert not any("must-not-leak" in line for line in output)
@@ -125,15 +56,15 @@ async def test_command_runs_in_the_workdir_with_only_the_given_environment(
 
 
 async def test_stdin_is_empty(sandbox: Sandbox, workdir: Path) -> None:
-    run = await _start(sandbox, workdir, "cat; echo after-stdin")
-    assert [line.text for line in await _collect(run)] == ["after-stdin"]
+    run = await start_script(sandbox, workdir, "cat; echo after-stdin")
+    assert [line.text for line in await collect(run)] == ["after-stdin"]
     await run.kill()
 
 
 async def test_long_lines_are_split_and_bad_bytes_replaced(sandbox: Sandbox, workdir: Path) -> None:
     script = f"head -c {MAX_LINE * 3} /dev/zero | tr '\\0' a; echo; printf 'x\\0y\\377z\\n'"
-    run = await _start(sandbox, workdir, script)
-    lines = [line.text for line in await _collect(run)]
+    run = await start_script(sandbox, workdir, script)
+    lines = [line.text for line in await collect(run)]
     assert lines[:3] == ["a" * MAX_LINE] * 3
     assert lines[-1] == "x\ufffdy\ufffdz"
     await run.kill()
@@ -157,7 +88,7 @@ ESCAPES = {
 @pytest.mark.parametrize("script", ESCAPES.values(), ids=ESCAPES.keys())
 async def test_kill_reaches_every_process_of_the_run(sandbox: Sandbox, workdir: Path, script: str) -> None:
     duration = f"{random.randrange(100_000, 999_999)}.5"
-    run = await _start(sandbox, workdir, script.replace("SLEEP", duration))
+    run = await start_script(sandbox, workdir, script.replace("SLEEP", duration))
     await asyncio.sleep(0.3)
     assert len(pids_running(duration)) >= 2
     await run.kill()
@@ -166,8 +97,8 @@ async def test_kill_reaches_every_process_of_the_run(sandbox: Sandbox, workdir: 
 
 
 async def test_kill_is_idempotent_and_safe_after_exit(sandbox: Sandbox, workdir: Path) -> None:
-    run = await _start(sandbox, workdir, "true")
-    await _collect(run)
+    run = await start_script(sandbox, workdir, "true")
+    await collect(run)
     assert await run.wait() == 0
     await run.kill()
     await run.kill()
@@ -175,8 +106,8 @@ async def test_kill_is_idempotent_and_safe_after_exit(sandbox: Sandbox, workdir:
 
 async def test_process_reap_leftovers_kills_runs_of_its_data_dir_only(tmp_path: Path, host_dir: Path) -> None:
     ours, theirs = ProcessSandbox(tmp_path / "ours", MAX_LINE), ProcessSandbox(tmp_path / "theirs", MAX_LINE)
-    our_run = await _start(ours, host_dir, "sleep 60", run_id="a.1")
-    their_run = await _start(theirs, host_dir, "sleep 60", run_id="b.1")
+    our_run = await start_script(ours, host_dir, "sleep 60", run_id="a.1")
+    their_run = await start_script(theirs, host_dir, "sleep 60", run_id="b.1")
     await asyncio.sleep(0.1)
     assert await ours.reap_leftovers() >= 1
     assert await our_run.wait() < 0
@@ -186,8 +117,8 @@ async def test_process_reap_leftovers_kills_runs_of_its_data_dir_only(tmp_path: 
 
 
 async def test_bwrap_reap_leftovers_kills_the_processes_of_its_uids(tmp_path: Path, host_dir: Path) -> None:
-    sandbox = _bwrap(tmp_path / "data")
-    run = await _start(sandbox, host_dir, "sleep 60")
+    sandbox = make_bwrap(tmp_path / "data")
+    run = await start_script(sandbox, host_dir, "sleep 60")
     await asyncio.sleep(0.1)
     assert await sandbox.reap_leftovers() >= 1
     assert await run.wait() < 0
@@ -196,18 +127,18 @@ async def test_bwrap_reap_leftovers_kills_the_processes_of_its_uids(tmp_path: Pa
 
 def test_each_backend_says_whether_it_isolates(tmp_path: Path) -> None:
     assert ProcessSandbox(tmp_path, MAX_LINE).isolated is False
-    assert _bwrap(tmp_path).isolated is True
+    assert make_bwrap(tmp_path).isolated is True
 
 
 async def test_a_bwrap_run_sees_neither_host_files_nor_a_network(tmp_path: Path, host_dir: Path) -> None:
-    sandbox = _bwrap(tmp_path / "data")
+    sandbox = make_bwrap(tmp_path / "data")
     script = (
         "id -u; cat /etc/shadow; ls /root; touch /usr/planted; "
         "(echo > /dev/tcp/1.1.1.1/80) 2>&1; ls /sys/fs/cgroup 2>&1; echo done"
     )
     spec = SandboxSpec(run_id="iso.1", argv=["/bin/bash", "-c", script], env={}, workdir=host_dir)
     run = await sandbox.start(spec)
-    lines = [line.text for line in await _collect(run)]
+    lines = [line.text for line in await collect(run)]
     await run.kill()
     text = "\n".join(lines)
     assert int(lines[0]) >= 300_000  # its own unprivileged uid, not root
@@ -237,8 +168,8 @@ async def test_a_workspace_holds_what_the_host_put_there_and_the_run_wrote(sandb
     assert list(workdir.iterdir()) == []
     (workdir / "seed.txt").write_text("from the host\n")  # as a git checkout would be
     (workdir / "src").mkdir()
-    run = await _start(sandbox, workdir, "echo from the run >> seed.txt && echo new > src/made.txt")
-    await _collect(run)
+    run = await start_script(sandbox, workdir, "echo from the run >> seed.txt && echo new > src/made.txt")
+    await collect(run)
     await run.kill()
     assert (workdir / "seed.txt").read_text() == "from the host\nfrom the run\n"
     assert (workdir / "src" / "made.txt").read_text() == "new\n"
@@ -250,11 +181,11 @@ async def test_a_workspace_holds_what_the_host_put_there_and_the_run_wrote(sandb
 
 
 async def test_a_bwrap_run_that_fills_its_workspace_reports_disk_full(tmp_path: Path) -> None:
-    sandbox = _bwrap(tmp_path / "data")
+    sandbox = make_bwrap(tmp_path / "data")
     workdir = await sandbox.create_workspace("w", RequestedLimits(disk_bytes=4 << 20))
     try:
-        run = await _start(sandbox, workdir, "head -c 5000000 /dev/zero > f")
-        await _collect(run)
+        run = await start_script(sandbox, workdir, "head -c 5000000 /dev/zero > f")
+        await collect(run)
         assert (await run.wait(), await run.limit_exceeded()) == (1, "disk_full")
         await run.kill()
         assert (workdir / "f").stat().st_size == 4 << 20
@@ -264,11 +195,11 @@ async def test_a_bwrap_run_that_fills_its_workspace_reports_disk_full(tmp_path: 
 
 
 async def test_a_bwrap_run_that_fails_with_room_left_reports_no_limit(tmp_path: Path) -> None:
-    sandbox = _bwrap(tmp_path / "data", disk=DiskLimits(size_bytes=4 << 20, inodes=100))
+    sandbox = make_bwrap(tmp_path / "data", disk=DiskLimits(size_bytes=4 << 20, inodes=100))
     workdir = await sandbox.create_workspace("w", RequestedLimits())
     try:
-        run = await _start(sandbox, workdir, "head -c 1000000 /dev/zero > f; exit 3")
-        await _collect(run)
+        run = await start_script(sandbox, workdir, "head -c 1000000 /dev/zero > f; exit 3")
+        await collect(run)
         assert (await run.wait(), await run.limit_exceeded()) == (3, None)
         await run.kill()
     finally:
@@ -278,23 +209,23 @@ async def test_a_bwrap_run_that_fails_with_room_left_reports_no_limit(tmp_path: 
 async def test_a_private_data_dir_works_for_bwrap(tmp_path: Path) -> None:
     # pytest's temp dirs are private to root: runs are staged under the run dir, so the sandbox's uid
     # never walks the data dir's path.
-    sandbox = _bwrap(tmp_path / "private" / "data")
+    sandbox = make_bwrap(tmp_path / "private" / "data")
     workdir = await sandbox.create_workspace("w", RequestedLimits())
     try:
-        run = await _start(sandbox, workdir, "echo hi > f && cat f && ls -ld /workspace | cut -c1-10")
-        assert [line.text for line in await _collect(run)] == ["hi", "drwx------"]
+        run = await start_script(sandbox, workdir, "echo hi > f && cat f && ls -ld /workspace | cut -c1-10")
+        assert [line.text for line in await collect(run)] == ["hi", "drwx------"]
         await run.kill()
     finally:
         await sandbox.remove_workspace(workdir)
 
 
 async def test_a_bwrap_run_leaves_no_cgroup_staged_file_or_mount_behind(tmp_path: Path) -> None:
-    sandbox = _bwrap(tmp_path / "data")
+    sandbox = make_bwrap(tmp_path / "data")
     marker = instance_marker(tmp_path / "data")
     for run_id in ("d.1", "d.2"):  # started directly, then (most likely) from a parked launcher
         workdir = await sandbox.create_workspace("w", RequestedLimits())
-        run = await _start(sandbox, workdir, "echo hi > f; sleep 0.1 &", run_id=run_id)
-        await _collect(run)
+        run = await start_script(sandbox, workdir, "echo hi > f; sleep 0.1 &", run_id=run_id)
+        await collect(run)
         await run.kill()
         await sandbox.remove_workspace(workdir)
         assert glob.glob(f"/sys/fs/cgroup/*/outpost-{marker}/d.*") == []
@@ -311,8 +242,8 @@ HOLD_MEMORY = "import time; held = b'x' * (64 << 20); time.sleep(1.5)"
 
 async def test_a_run_reports_the_cpu_time_of_its_processes(sandbox: Sandbox, workdir: Path) -> None:
     started = time.monotonic()
-    run = await _start(sandbox, workdir, BURN_CPU)  # in a subshell: a child's time counts too
-    await _collect(run)
+    run = await start_script(sandbox, workdir, BURN_CPU)  # in a subshell: a child's time counts too
+    await collect(run)
     wall_usec = (time.monotonic() - started) * 1e6
     await run.kill()
     used = await run.compute_usage()
@@ -322,7 +253,7 @@ async def test_a_run_reports_the_cpu_time_of_its_processes(sandbox: Sandbox, wor
 
 async def test_a_live_run_reports_what_it_used_so_far(sandbox: Sandbox, workdir: Path) -> None:
     # One busy child in the background, one in the foreground, then the run idles until it is killed.
-    run = await _start(sandbox, workdir, f"{BURN_CPU} & {BURN_CPU}; wait; echo burnt; exec sleep 30")
+    run = await start_script(sandbox, workdir, f"{BURN_CPU} & {BURN_CPU}; wait; echo burnt; exec sleep 30")
     lines = output_lines(run)
     assert (await anext(lines)).text == "burnt"
     so_far = await run.compute_usage()
@@ -340,8 +271,8 @@ async def test_a_live_run_reports_what_it_used_so_far(sandbox: Sandbox, workdir:
 
 
 async def test_a_run_reports_the_memory_it_held_over_time(sandbox: Sandbox, workdir: Path) -> None:
-    run = await _start(sandbox, workdir, f'exec python3 -c "{HOLD_MEMORY}"')
-    await _collect(run)
+    run = await start_script(sandbox, workdir, f'exec python3 -c "{HOLD_MEMORY}"')
+    await collect(run)
     await run.kill()
     used = await run.compute_usage()
     held = 64 * 2**20

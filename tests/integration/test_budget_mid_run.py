@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import outpost.app
-from outpost.sandbox.base import Sandbox, SandboxRun, SandboxSpec
+from outpost.sandbox.base import Gate, Sandbox, SandboxRun, SandboxSpec
 from outpost.settings import Settings
 from tests.agent_installs import INSTALL_DIR, require_installed
 from tests.conftest import MakeServer, Server
@@ -109,8 +109,8 @@ class StubbornClient:
     def __init__(self, inner: Sandbox) -> None:
         self.inner = inner
 
-    async def start(self, spec: SandboxSpec) -> SandboxRun:
-        return await self.inner.start(replace(spec, argv=["/bin/sh", "-c", STUBBORN]))
+    async def start(self, spec: SandboxSpec, gate: Gate | None = None) -> SandboxRun:
+        return await self.inner.start(replace(spec, argv=["/bin/sh", "-c", STUBBORN]), gate)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

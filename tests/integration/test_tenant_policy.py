@@ -13,7 +13,7 @@ import pytest
 
 import outpost.app
 from outpost.domain.ids import new_ulid
-from outpost.sandbox.base import Sandbox, SandboxRun, SandboxSpec
+from outpost.sandbox.base import Gate, Sandbox, SandboxRun, SandboxSpec
 from outpost.settings import Settings
 from tests.conftest import MakeServer, Server
 from tests.integration.api_checks import assert_invalid, assert_problem, list_all
@@ -256,9 +256,9 @@ class SpecRecorder:
         self.inner = inner
         self.specs = specs
 
-    async def start(self, spec: SandboxSpec) -> SandboxRun:
+    async def start(self, spec: SandboxSpec, gate: Gate | None = None) -> SandboxRun:
         self.specs.append(spec)
-        return await self.inner.start(spec)
+        return await self.inner.start(spec, gate)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

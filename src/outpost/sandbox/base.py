@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -24,6 +24,15 @@ class RequestedLimits:
 
 EventSink = Callable[[str, dict[str, object]], None]
 """`(kind, data)`: something the sandbox observed about the run (e.g. an egress decision). Must not block."""
+
+
+Gate = Callable[[], Awaitable[bool]]
+"""Asked by `Sandbox.start()` once the run is ready but before its command starts: True lets the command
+start, False calls the start off."""
+
+
+class StartCalledOff(Exception):
+    """`Sandbox.start()`'s gate said no: the command never started and nothing of the run is left."""
 
 
 def _ignore_events(kind: str, data: dict[str, object]) -> None:
@@ -150,8 +159,14 @@ class Sandbox(Protocol):
         """How run `run_id` in `workdir` will see its places and reach `services` (start it with the same
         services). Raises SandboxError when a service cannot be made reachable."""
 
-    async def start(self, spec: SandboxSpec) -> SandboxRun:
-        """Start the command. Raises SandboxError when it cannot start (missing program, bad workdir)."""
+    async def start(self, spec: SandboxSpec, gate: Gate | None = None) -> SandboxRun:
+        """Start the command. Raises SandboxError when it cannot start (missing program, bad workdir).
+
+        With `gate`, the backend first makes the run ready as far as it can without starting the command
+        (bwrap: staging, namespaces, cgroup, listeners), then awaits `gate()`: True starts the command;
+        False raises StartCalledOff, and an exception from the gate passes through, each once nothing of
+        the run is left. The caller's own work before the command may start (recording that it runs)
+        then overlaps with the sandbox's."""
 
     async def reap_leftovers(self) -> int:
         """Kill processes left behind by an earlier server of this data dir; how many there were."""

@@ -27,6 +27,7 @@ from outpost.errors import InvalidInput, SandboxError
 from outpost.sandbox import bwrap_fs, cgroups, mounts
 from outpost.sandbox.base import (
     ComputeUsage,
+    Gate,
     InboundService,
     LimitName,
     OutputBatch,
@@ -34,6 +35,7 @@ from outpost.sandbox.base import (
     RunView,
     SandboxSpec,
     ServedListener,
+    StartCalledOff,
 )
 from outpost.sandbox.bwrap_args import WORKSPACE, host_path_of_program
 from outpost.sandbox.bwrap_fs import DEFAULT_DISK, DEFAULT_RUN_DIR, HOME, DiskLimits, JobPaths
@@ -178,7 +180,7 @@ class BwrapSandbox:
         urls = {service.name: f"http://127.0.0.1:{service.port}" for service in services}
         return RunView(workdir=WORKSPACE, home=HOME, urls=urls)
 
-    async def start(self, spec: SandboxSpec) -> BwrapRun:
+    async def start(self, spec: SandboxSpec, gate: Gate | None = None) -> BwrapRun:
         if host_path_of_program(spec.argv[0], spec.workdir, spec.read_only) is None:
             raise SandboxError(f"cannot start {spec.argv[0]!r}: no such program in the sandbox")
         uid = self._uids.acquire()
@@ -201,11 +203,10 @@ class BwrapSandbox:
                 sock = await asyncio.to_thread(listener_in_netns, parked.sandbox_pid, service.port)
                 listeners.append(await service.serve(sock, spec.run_id))
         except (OSError, InvalidInput) as exc:
-            for listener in listeners:
-                await listener.close()
-            await parked.abandon()
-            _run_all(cleanups)
+            await _abandon(parked, listeners, cleanups)
             raise SandboxError(f"cannot open the sandbox's network listeners: {exc}") from exc
+        if gate is not None:
+            await _pass(gate, parked, listeners, cleanups)
         parked.release()
         return BwrapRun(parked, paths, cgroup, listeners, cleanups, self._max_line_bytes)
 
@@ -302,6 +303,30 @@ class BwrapSandbox:
                 "(chmod o+x it, or set OUTPOST_SANDBOX__RUN_DIR elsewhere)"
             )
         return found
+
+
+async def _pass(
+    gate: Gate, parked: Parked, listeners: list[ServedListener], cleanups: list[Callable[[], None]]
+) -> None:
+    """Wait for the gate with the command held back; unless it lets the command start, leave nothing."""
+    try:
+        go = await gate()
+    except BaseException:
+        await _abandon(parked, listeners, cleanups)
+        raise
+    if not go:
+        await _abandon(parked, listeners, cleanups)
+        raise StartCalledOff
+
+
+async def _abandon(
+    parked: Parked, listeners: list[ServedListener], cleanups: list[Callable[[], None]]
+) -> None:
+    """Undo a start whose command never ran: its listeners, its sandbox, its files, cgroup and uid."""
+    for listener in listeners:
+        await listener.close()
+    await parked.abandon()
+    _run_all(cleanups)
 
 
 def _run_all(cleanups: list[Callable[[], None]]) -> None:

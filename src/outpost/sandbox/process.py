@@ -22,6 +22,7 @@ from outpost.errors import SandboxError
 from outpost.sandbox import procfs
 from outpost.sandbox.base import (
     ComputeUsage,
+    Gate,
     InboundService,
     LimitName,
     OutputBatch,
@@ -29,6 +30,7 @@ from outpost.sandbox.base import (
     RunView,
     SandboxSpec,
     ServedListener,
+    StartCalledOff,
 )
 from outpost.sandbox.child import Child
 from outpost.sandbox.compute import MemorySampler
@@ -116,12 +118,14 @@ class ProcessSandbox:
         urls = {service.name: await self._shared_url(service) for service in services}
         return RunView(workdir=str(workdir), home=str(self._homes_dir / run_id), urls=urls)
 
-    async def start(self, spec: SandboxSpec) -> ProcessRun:
+    async def start(self, spec: SandboxSpec, gate: Gate | None = None) -> ProcessRun:
         marker = f"{self._instance}:{spec.run_id}"
         home = self._homes_dir / spec.run_id
         await asyncio.to_thread(_fresh_home, home, spec)
         if spec.on_staged is not None:
             await asyncio.to_thread(spec.on_staged)
+        if gate is not None:
+            await _pass(gate, home)
         env = {"PATH": BASE_PATH, "HOME": str(home), "LANG": "C.UTF-8", **spec.env}
         env[procfs.MARKER_VARIABLE] = marker
         try:
@@ -167,3 +171,16 @@ def _fresh_home(home: Path, spec: SandboxSpec) -> None:
 def _fresh_directory(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
+
+
+async def _pass(gate: Gate, home: Path) -> None:
+    """Wait for the gate (nothing runs yet: the command starts after it); unless it lets the command
+    start, remove the run's home."""
+    try:
+        go = await gate()
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, home, True)
+        raise
+    if not go:
+        await asyncio.to_thread(shutil.rmtree, home, True)
+        raise StartCalledOff

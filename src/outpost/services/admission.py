@@ -130,6 +130,7 @@ class _Claim:
         self._server_keys = server_keys
         self._now = now
         self._slots: dict[str, _Slots] = {}
+        self._caps_read: dict[str, int | None] = {}
         self._skipped: set[str] = set()
         self._own: dict[str, dict[str, TenantProviderRow]] = {}
         self._exhausted: dict[tuple[str, str], datetime] | None = None
@@ -152,9 +153,10 @@ class _Claim:
         return Admitted(self._claimed, self._held)
 
     async def run_one(self, dispatch_id: str) -> Admitted:
-        row = await fleet_claims.lock_queued(self._conn, self._dialect, dispatch_id, self._now)
-        if row is not None:
-            await self._consider(row)
+        locked = await fleet_claims.lock_queued(self._conn, self._dialect, dispatch_id, self._now)
+        if locked is not None:
+            self._caps_read[locked.row.tenant_id] = locked.tenant_cap
+            await self._consider(locked.row)
         await self._hold_full_tenants()
         contended = any(slots.locked_out for slots in self._slots.values())
         return Admitted(self._claimed, self._held, contended)
@@ -182,7 +184,7 @@ class _Claim:
     async def _slots_of(self, tenant_id: str) -> _Slots:
         slots = self._slots.get(tenant_id)
         if slots is None:
-            cap = await claim_repo.tenant_cap(self._conn, tenant_id)
+            cap = await self._cap_of(tenant_id)
             if cap is None:
                 slots = _Slots(None, None)
             elif not await claim_repo.try_lock_tenant(self._conn, self._dialect, tenant_id):
@@ -195,6 +197,12 @@ class _Claim:
                 slots = _Slots(cap, None if cap is None else max(0, cap - active))
             self._slots[tenant_id] = slots
         return slots
+
+    async def _cap_of(self, tenant_id: str) -> int | None:
+        """The tenant's cap as read already with its dispatch, else as read now."""
+        if tenant_id in self._caps_read:
+            return self._caps_read.pop(tenant_id)
+        return await claim_repo.tenant_cap(self._conn, tenant_id)
 
     async def _plan(self, row: DispatchRow) -> _Plan | None:
         """How to claim `row`: as it is, on the server's key, or on a fallback model. None: it waits for a

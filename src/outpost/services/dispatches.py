@@ -102,11 +102,12 @@ class DispatchService:
         The limits the dispatch runs with (the tenant's caps fill in what the request leaves out) are
         stored with it, so the run uses them and reads show them.
         """
-        effective = await self._check_request(caller, request)
         request_sha256 = _request_digest(request)
-        row = self._new_row(caller, request, effective, idempotency_key, request_sha256)
         try:
             async with self._store.write() as conn:
+                # Checked in the transaction that stores it: one round trip to the database the less.
+                effective = await self._check_request(conn, caller, request)
+                row = self._new_row(caller, request, effective, idempotency_key, request_sha256)
                 if idempotency_key is not None:
                     earlier = await repo.get_by_idempotency_key(conn, caller.tenant_id, idempotency_key)
                     if earlier is not None:
@@ -208,14 +209,16 @@ class DispatchService:
         async with self._store.read() as conn:
             return await event_repo.list_events(conn, dispatch_id, after_seq, limit)
 
-    async def _check_request(self, caller: Principal, request: DispatchCreate) -> EffectiveLimits:
+    async def _check_request(
+        self, conn: Connection, caller: Principal, request: DispatchCreate
+    ) -> EffectiveLimits:
         """The limits the dispatch runs with. Raises InvalidInput for the first field the server or the
         tenant does not accept."""
         if len(request.task) > self._limits.max_task_chars:
             raise InvalidInput(f"task is longer than {self._limits.max_task_chars} characters", field="task")
         effective = resolve_limits(
             self._server_limits,
-            await self._tenant_caps(caller.tenant_id),
+            await _tenant_caps(conn, caller.tenant_id),
             request.limits.model_dump(exclude_none=True) if request.limits else {},
             request.timeout_s,
         )
@@ -243,12 +246,6 @@ class DispatchService:
             return {"url": url}
         check_ref(request.repo.ref)
         return {"url": url, "ref": request.repo.ref}
-
-    async def _tenant_caps(self, tenant_id: str) -> dict[str, float]:
-        """Read on every submit, not cached, so that an admin's change applies to the next dispatch."""
-        async with self._store.read() as conn:
-            tenant = await tenant_repo.get_tenant(conn, tenant_id)
-        return (tenant.limits if tenant else None) or {}
 
     def _new_row(
         self,
@@ -294,3 +291,9 @@ def _replayed(earlier: DispatchRow, request_sha256: str) -> DispatchRow:
     if earlier.request_sha256 != request_sha256:
         raise Conflict("this Idempotency-Key was already used with a different request body")
     return earlier
+
+
+async def _tenant_caps(conn: Connection, tenant_id: str) -> dict[str, float]:
+    """Read on every submit, not cached, so that an admin's change applies to the next dispatch."""
+    tenant = await tenant_repo.get_tenant(conn, tenant_id)
+    return (tenant.limits if tenant else None) or {}

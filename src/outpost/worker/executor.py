@@ -14,7 +14,7 @@ from outpost.agents.registry import AgentRegistry
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import DispatchStatus, FailureReason
 from outpost.errors import InvalidInput, OutpostError, SandboxError
-from outpost.sandbox.base import LimitName, RequestedLimits, Sandbox, SandboxRun
+from outpost.sandbox.base import Gate, LimitName, RequestedLimits, Sandbox, SandboxRun, StartCalledOff
 from outpost.secrets.box import SecretUnreadable
 from outpost.services.runs import NewEvent, Outcome, RunService
 from outpost.settings import LimitSettings
@@ -84,6 +84,32 @@ class DispatchExecutor:
         """Run the attempt. The workspace and the sandbox run, once made, go into `held` for the caller
         to capture from, kill and remove."""
         limits = await self._workspaces.limits_for(row, _requested_limits(row.limits))
+        # Read while the workspace is made: the sandbox needs it as it starts, and waits for nothing else.
+        egress_read = asyncio.ensure_future(self._runs.tenant_egress_allow(row.tenant_id))
+        try:
+            prepared = await self._make_workspace(row, limits, held, abort)
+            if isinstance(prepared, Outcome):
+                return prepared
+            recorder = OutputRecorder(self._runs, row.id, self._flush_s, self._limits.max_log_bytes)
+            started = await self._start_running(row, prepared, limits, recorder, egress_read)
+        finally:
+            _discard(egress_read)
+        if started is None or isinstance(started, Outcome):
+            await recorder.close()
+            return started
+        launch, run = started
+        held.runs.append(run)
+        try:
+            ended = await self._supervise(run, row, abort, recorder, launch)
+            return launch.budget.outcome(ended) if launch.budget is not None else ended
+        finally:
+            launch.revoke(self._runtime)
+            await recorder.close()
+
+    async def _make_workspace(
+        self, row: DispatchRow, limits: RequestedLimits, held: _Held, abort: asyncio.Event
+    ) -> PreparedWorkspace | Outcome:
+        """The run's workspace and its private dir beside it, filled; kept in `held`."""
         try:
             workdir = await self._sandbox.create_workspace(row.id, limits)
             held.workdirs.append(workdir)
@@ -97,41 +123,40 @@ class DispatchExecutor:
             return Outcome(DispatchStatus.FAILED, reason=FailureReason.SANDBOX_ERROR, detail=exc.detail)
         held.private = private
         prepared = await self._prepare_workspace(row, workdir, private, abort)
-        if isinstance(prepared, Outcome):
-            return prepared
-        held.prepared = prepared
-        # Read while `running` is recorded: one database round trip less before the run starts.
-        egress_read = asyncio.ensure_future(self._runs.tenant_egress_allow(row.tenant_id))
-        try:
-            running = await self._runs.mark_running(row, base_commit=_base_commit(row, prepared))
-        except BaseException:
-            egress_read.cancel()
-            raise
-        tenant_egress = await egress_read
-        if running is None:
-            return None  # cancelled before it started
-        recorder = OutputRecorder(self._runs, row.id, self._flush_s, self._limits.max_log_bytes)
-        try:
-            launch = await self._prepare(row, prepared, limits, recorder, tenant_egress)
-            run = await self._start(launch)
-        except (SandboxError, InvalidInput) as exc:
-            await recorder.close()
-            return Outcome(DispatchStatus.FAILED, reason=FailureReason.SANDBOX_ERROR, detail=exc.detail)
-        except SecretUnreadable as exc:
-            await recorder.close()
-            return Outcome(DispatchStatus.FAILED, reason=FailureReason.AUTH, detail=exc.detail)
-        held.runs.append(run)
-        try:
-            ended = await self._supervise(run, row, abort, recorder, launch)
-            return launch.budget.outcome(ended) if launch.budget is not None else ended
-        finally:
-            launch.revoke(self._runtime)
-            await recorder.close()
+        if not isinstance(prepared, Outcome):
+            held.prepared = prepared
+        return prepared
 
-    async def _start(self, launch: Launch) -> SandboxRun:
-        """Start the run; a launch that does not start is revoked (its gateway token, its budget hold)."""
+    async def _start_running(
+        self,
+        row: DispatchRow,
+        prepared: PreparedWorkspace,
+        limits: RequestedLimits,
+        recorder: OutputRecorder,
+        egress_read: asyncio.Future[tuple[str, ...]],
+    ) -> tuple[Launch, SandboxRun] | Outcome | None:
+        """Record `running` while the sandbox gets ready, and start the command once it is recorded.
+        None when the dispatch was cancelled before its command started; an Outcome when the command
+        could not start. Whatever happens, recording `running` is over before this returns."""
+        marking = asyncio.ensure_future(self._runs.mark_running(row, base_commit=_base_commit(row, prepared)))
         try:
-            return await self._sandbox.start(launch.spec)
+            launch = await self._prepare(row, prepared, limits, recorder, await egress_read)
+            return launch, await self._start(launch, _recorded(marking))
+        except StartCalledOff:
+            return None  # cancelled before it started
+        except (SandboxError, InvalidInput) as exc:
+            failed = Outcome(DispatchStatus.FAILED, reason=FailureReason.SANDBOX_ERROR, detail=exc.detail)
+        except SecretUnreadable as exc:
+            failed = Outcome(DispatchStatus.FAILED, reason=FailureReason.AUTH, detail=exc.detail)
+        finally:
+            await asyncio.wait({marking})  # what comes next (the outcome, a hand-back) comes after it
+        return failed if marking.result() is not None else None
+
+    async def _start(self, launch: Launch, gate: Gate) -> SandboxRun:
+        """Start the run once `gate` lets it; a launch that does not start is revoked (its gateway token,
+        its budget hold)."""
+        try:
+            return await self._sandbox.start(launch.spec, gate)
         except BaseException:
             launch.revoke(self._runtime)
             raise
@@ -279,6 +304,22 @@ def _requested_limits(stored: dict[str, float] | None) -> RequestedLimits:
         cpu_cores=float(cpu_cores) if cpu_cores else None,
         disk_bytes=int(disk_mb) * 2**20 if disk_mb else None,
     )
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Cancel `future` if it still runs; a failure it ended with is dropped (nobody needed its result)."""
+    future.cancel()
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+def _recorded(marking: asyncio.Future[DispatchRow | None]) -> Gate:
+    """A gate that opens once `running` is recorded, and stays shut when it was not (a cancel came
+    first). Cancelling the start does not cancel the recording."""
+
+    async def gate() -> bool:
+        return await asyncio.shield(marking) is not None
+
+    return gate
 
 
 async def _to_the_end(cleanups: list[Coroutine[Any, Any, None]]) -> None:
