@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-import outpost.app
-from outpost.sandbox.base import Gate, Sandbox, SandboxRun, SandboxSpec
-from outpost.settings import Settings
+from outpost.sandbox.base import Gate, SandboxRun, SandboxSpec
 from tests.agent_installs import INSTALL_DIR, require_installed
 from tests.conftest import MakeServer, Server
 from tests.fakes.provider import FakeProvider
 from tests.fakes.provider_script import FILE_CONTENT
 from tests.integration.helpers import TERMINAL, all_events, wait_for_status
+from tests.integration.sandbox_wrappers import WrappedSandbox, wrap_server_sandboxes
 from tests.sandboxes import sandbox_settings
 
 AGENT = "codex"  # the quickest CLI to start; the gateway path is the same for every agent
@@ -103,17 +102,11 @@ done"""
 """A client that calls its model again and again whatever the answer, through the gateway it was given."""
 
 
-class StubbornClient:
+class StubbornClient(WrappedSandbox):
     """A sandbox whose runs are `STUBBORN`, with the environment the agent's adapter gave them."""
-
-    def __init__(self, inner: Sandbox) -> None:
-        self.inner = inner
 
     async def start(self, spec: SandboxSpec, gate: Gate | None = None) -> SandboxRun:
         return await self.inner.start(replace(spec, argv=["/bin/sh", "-c", STUBBORN]), gate)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.fixture
@@ -122,12 +115,7 @@ async def stubborn_server(
 ) -> Server:
     require_installed("claude")
     fake.reset()
-    build = outpost.app.build_sandbox
-
-    def stubborn(settings: Settings) -> Sandbox:
-        return StubbornClient(build(settings))  # type: ignore[return-value]
-
-    monkeypatch.setattr(outpost.app, "build_sandbox", stubborn)
+    wrap_server_sandboxes(monkeypatch, StubbornClient)
     providers = {"anthropic": {"base_url": fake.base_url, "api_key": "sk-budget-test"}}
     return await make_server(
         data_dir=tmp_path / "data", sandbox=sandbox_settings(), providers=providers,

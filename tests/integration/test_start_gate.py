@@ -10,22 +10,21 @@ from typing import Any
 
 import pytest
 
-import outpost.app
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.sandbox.base import Gate, Sandbox, SandboxRun, SandboxSpec
-from outpost.settings import Settings
 from tests.conftest import MakeServer, Server
 from tests.integration.helpers import TERMINAL, all_events, submit, wait_for_status
+from tests.integration.sandbox_wrappers import WrappedSandbox, wrap_server_sandboxes
 from tests.procs import alive, pids_running
 
 MarkRunning = Callable[..., Awaitable[DispatchRow | None]]
 
 
-class StartRecorder:
-    """The server's own sandbox, noting how each start ended: "started", or the exception's name."""
+class StartRecorder(WrappedSandbox):
+    """Notes how each start ended: "started", or the exception's name."""
 
     def __init__(self, inner: Sandbox, ends: list[str]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.ends = ends
 
     async def start(self, spec: SandboxSpec, gate: Gate | None = None) -> SandboxRun:
@@ -37,20 +36,12 @@ class StartRecorder:
         self.ends.append("started")
         return run
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
 
 @pytest.fixture
 def start_ends(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """How the starts of the servers this test starts ended, in order."""
     ends: list[str] = []
-    build = outpost.app.build_sandbox
-
-    def recording(settings: Settings) -> Sandbox:
-        return StartRecorder(build(settings), ends)  # type: ignore[return-value]
-
-    monkeypatch.setattr(outpost.app, "build_sandbox", recording)
+    wrap_server_sandboxes(monkeypatch, lambda inner: StartRecorder(inner, ends))
     return ends
 
 

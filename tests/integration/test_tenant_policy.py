@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 
-import outpost.app
 from outpost.domain.ids import new_ulid
 from outpost.sandbox.base import Gate, Sandbox, SandboxRun, SandboxSpec
-from outpost.settings import Settings
 from tests.conftest import MakeServer, Server
 from tests.integration.api_checks import assert_invalid, assert_problem, list_all
 from tests.integration.helpers import submit, wait_for_status
 from tests.integration.processes import OUTPOST
+from tests.integration.sandbox_wrappers import WrappedSandbox, wrap_server_sandboxes
 
 # The server's own caps (the settings' defaults), which a tenant's caps may lower.
 SERVER_MEMORY_MB = 4096
@@ -129,6 +128,19 @@ async def test_a_dispatch_over_its_tenant_cap_is_refused_naming_the_field_and_th
     assert at_caps["limits"] == sandbox_caps
     assert below["limits"] == {"memory_mb": 16, "pids": 8, "cpu_cores": 0.5, "disk_mb": 100}
     assert (at_caps["timeout_s"], below["timeout_s"]) == (600, 1)
+
+
+async def test_a_dispatch_refused_for_its_tenant_cap_leaves_its_idempotency_key_unused(
+    server: Server,
+) -> None:
+    # The caps are checked in the transaction that would store the dispatch: refused, it stores nothing.
+    _, tenant = await capped_tenant(server, CAPS)
+    keyed = {**tenant, "Idempotency-Key": "cap-check-1"}
+    assert_invalid(await post_dispatch(server, keyed, limits={"memory_mb": 4096}), "limits.memory_mb")
+    assert await list_all(server.client, tenant) == []
+    accepted = await post_dispatch(server, keyed, limits={"memory_mb": 16})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["limits"]["memory_mb"] == 16
 
 
 async def test_a_dispatch_without_limits_runs_with_its_tenant_caps(server: Server) -> None:
@@ -249,31 +261,23 @@ async def test_a_bad_patch_is_a_422_naming_the_field_and_changes_nothing(
     assert await read_tenant(server, admin, tenant_id) == before
 
 
-class SpecRecorder:
-    """The server's own sandbox, keeping every SandboxSpec it is asked to start."""
+class SpecRecorder(WrappedSandbox):
+    """Keeps every SandboxSpec it is asked to start."""
 
     def __init__(self, inner: Sandbox, specs: list[SandboxSpec]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.specs = specs
 
     async def start(self, spec: SandboxSpec, gate: Gate | None = None) -> SandboxRun:
         self.specs.append(spec)
         return await self.inner.start(spec, gate)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
 
 @pytest.fixture
 def recorded_specs(monkeypatch: pytest.MonkeyPatch) -> list[SandboxSpec]:
     """Servers started by this test record the specs their sandbox starts; the list fills as they do."""
     specs: list[SandboxSpec] = []
-    build = outpost.app.build_sandbox
-
-    def recording(settings: Settings) -> Sandbox:
-        return SpecRecorder(build(settings), specs)  # type: ignore[return-value]
-
-    monkeypatch.setattr(outpost.app, "build_sandbox", recording)
+    wrap_server_sandboxes(monkeypatch, lambda inner: SpecRecorder(inner, specs))
     return specs
 
 

@@ -35,6 +35,19 @@ class StartCalledOff(Exception):
     """`Sandbox.start()`'s gate said no: the command never started and nothing of the run is left."""
 
 
+async def pass_gate(gate: Gate, undo: Callable[[], Awaitable[None]]) -> None:
+    """For backends: await `gate` with the run ready and its command held back. Unless it lets the
+    command start, `undo()` what the start made, then raise StartCalledOff (or the gate's exception)."""
+    try:
+        go = await gate()
+    except BaseException:
+        await undo()
+        raise
+    if not go:
+        await undo()
+        raise StartCalledOff
+
+
 def _ignore_events(kind: str, data: dict[str, object]) -> None:
     """The default sink: the caller does not record sandbox events."""
 

@@ -35,7 +35,7 @@ from outpost.sandbox.base import (
     RunView,
     SandboxSpec,
     ServedListener,
-    StartCalledOff,
+    pass_gate,
 )
 from outpost.sandbox.bwrap_args import WORKSPACE, host_path_of_program
 from outpost.sandbox.bwrap_fs import DEFAULT_DISK, DEFAULT_RUN_DIR, HOME, DiskLimits, JobPaths
@@ -206,7 +206,7 @@ class BwrapSandbox:
             await _abandon(parked, listeners, cleanups)
             raise SandboxError(f"cannot open the sandbox's network listeners: {exc}") from exc
         if gate is not None:
-            await _pass(gate, parked, listeners, cleanups)
+            await pass_gate(gate, lambda: _abandon(parked, listeners, cleanups))
         parked.release()
         return BwrapRun(parked, paths, cgroup, listeners, cleanups, self._max_line_bytes)
 
@@ -303,20 +303,6 @@ class BwrapSandbox:
                 "(chmod o+x it, or set OUTPOST_SANDBOX__RUN_DIR elsewhere)"
             )
         return found
-
-
-async def _pass(
-    gate: Gate, parked: Parked, listeners: list[ServedListener], cleanups: list[Callable[[], None]]
-) -> None:
-    """Wait for the gate with the command held back; unless it lets the command start, leave nothing."""
-    try:
-        go = await gate()
-    except BaseException:
-        await _abandon(parked, listeners, cleanups)
-        raise
-    if not go:
-        await _abandon(parked, listeners, cleanups)
-        raise StartCalledOff
 
 
 async def _abandon(

@@ -30,7 +30,7 @@ from outpost.sandbox.base import (
     RunView,
     SandboxSpec,
     ServedListener,
-    StartCalledOff,
+    pass_gate,
 )
 from outpost.sandbox.child import Child
 from outpost.sandbox.compute import MemorySampler
@@ -125,7 +125,7 @@ class ProcessSandbox:
         if spec.on_staged is not None:
             await asyncio.to_thread(spec.on_staged)
         if gate is not None:
-            await _pass(gate, home)
+            await pass_gate(gate, lambda: asyncio.to_thread(shutil.rmtree, home, True))
         env = {"PATH": BASE_PATH, "HOME": str(home), "LANG": "C.UTF-8", **spec.env}
         env[procfs.MARKER_VARIABLE] = marker
         try:
@@ -171,16 +171,3 @@ def _fresh_home(home: Path, spec: SandboxSpec) -> None:
 def _fresh_directory(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
-
-
-async def _pass(gate: Gate, home: Path) -> None:
-    """Wait for the gate (nothing runs yet: the command starts after it); unless it lets the command
-    start, remove the run's home."""
-    try:
-        go = await gate()
-    except BaseException:
-        await asyncio.to_thread(shutil.rmtree, home, True)
-        raise
-    if not go:
-        await asyncio.to_thread(shutil.rmtree, home, True)
-        raise StartCalledOff
