@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from outpost.sandbox.base import Gate, Sandbox, StartCalledOff
+from outpost.sandbox.base import Gate, RequestedLimits, Sandbox, StartCalledOff
 from outpost.sandbox.bwrap_fs import DEFAULT_RUN_DIR
 from outpost.sandbox.naming import instance_marker
-from tests.contract.sandbox_backends import collect, script_spec
+from tests.contract.sandbox_backends import collect, make_bwrap, script_spec
 from tests.procs import alive, pids_running
 
 HELD_S = 0.3
@@ -92,10 +92,10 @@ async def test_a_start_called_off_leaves_room_for_the_next(sandbox: Sandbox, wor
     await run.kill()
 
 
-async def _assert_nothing_left(workdir: Path, tmp_path: Path, script: str) -> None:
+async def _assert_nothing_left(workdir: Path, tmp_path: Path, script: str, held_s: float = HELD_S) -> None:
     """The command never ran, and no process (a sandbox holding it back), file or cgroup of the run is
     left."""
-    await asyncio.sleep(HELD_S)
+    await asyncio.sleep(held_s)
     assert not (workdir / "ran").exists()
     assert alive(pids_running(script)) == []
     data_dir = tmp_path / "data"
@@ -103,3 +103,28 @@ async def _assert_nothing_left(workdir: Path, tmp_path: Path, script: str) -> No
     assert glob.glob(f"/sys/fs/cgroup/*/outpost-{marker}/d.*") == []  # bwrap's
     assert not (DEFAULT_RUN_DIR / marker / "d.1").exists()  # bwrap's staged files
     assert not (data_dir / "homes" / "d.1").exists()  # the process backend's home of the run
+
+
+@pytest.mark.parametrize("parked_launchers", [0, 2])
+async def test_a_bwrap_start_cancelled_at_any_point_leaves_nothing(
+    tmp_path: Path, parked_launchers: int
+) -> None:
+    # The worker cancels a start as it stops. Swept over the start's whole length: staging, bwrap born
+    # from a launcher or started and moved in, its info, the listeners, the gate.
+    sandbox = make_bwrap(tmp_path / "data", parked_launchers=parked_launchers)
+    workdir = await sandbox.create_workspace("w", RequestedLimits())
+    script = "touch ran; sleep 31.4"
+
+    async def never() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    for delay_ms in range(0, 60, 3):
+        starting = asyncio.create_task(sandbox.start(script_spec(workdir, script), never))
+        await asyncio.sleep(delay_ms / 1000)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        await asyncio.sleep(0.06)  # a launcher taken is refilled behind the start
+        await _assert_nothing_left(workdir, tmp_path, script, held_s=0)
+    await sandbox.remove_workspace(workdir)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import signal
+import socket
 import stat
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -48,6 +50,7 @@ from outpost.sandbox.launchers import LauncherGone, LauncherPool
 from outpost.sandbox.naming import instance_marker, workspaces_dir
 from outpost.sandbox.netns import listener_in_netns
 from outpost.sandbox.streams import merged_lines
+from outpost.sandbox.threads import in_thread
 from outpost.sandbox.uids import UidPool, pids_owned_by
 
 _SIGNAL_EXIT_BASE = 128
@@ -190,21 +193,28 @@ class BwrapSandbox:
             lambda: self._unstage(paths),
         ]
         try:
-            await asyncio.to_thread(self._stage, paths, spec, uid)
+            await in_thread(lambda: self._stage(paths, spec, uid))
             parked, cgroup = await self._launch_confined(spec, paths, uid)
         except (OSError, ValueError, SandboxError) as exc:
             _run_all(cleanups)
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
+        except BaseException:  # cancelled (the worker stops): nothing of the run may be left
+            _run_all(cleanups)
+            raise
         cleanups.append(cgroup.remove)
         listeners: list[ServedListener] = []
         try:
             listeners.append(await self._open_egress(spec, parked))
             for service in spec.services:
-                sock = await asyncio.to_thread(listener_in_netns, parked.sandbox_pid, service.port)
+                opening = functools.partial(listener_in_netns, parked.sandbox_pid, service.port)
+                sock = await in_thread(opening, _close)
                 listeners.append(await service.serve(sock, spec.run_id))
         except (OSError, InvalidInput) as exc:
             await _abandon(parked, listeners, cleanups)
             raise SandboxError(f"cannot open the sandbox's network listeners: {exc}") from exc
+        except BaseException:
+            await _abandon(parked, listeners, cleanups)
+            raise
         if gate is not None:
             await pass_gate(gate, lambda: _abandon(parked, listeners, cleanups))
         parked.release()
@@ -225,7 +235,7 @@ class BwrapSandbox:
     async def _open_egress(self, spec: SandboxSpec, parked: Parked) -> EgressListener:
         """The proxy listener inside the sandbox's network namespace: the run's only way out."""
         policy = compose_policy(self._egress_allow, spec.egress_allow)
-        listener = await asyncio.to_thread(listener_in_netns, parked.sandbox_pid)
+        listener = await in_thread(lambda: listener_in_netns(parked.sandbox_pid), _close)
 
         def record(decision: EgressDecisionEvent) -> None:
             data = {"host": decision.host, "port": decision.port, "method": decision.method}
@@ -251,7 +261,7 @@ class BwrapSandbox:
         launcher = self._launchers.take()
         if launcher is not None:
             try:
-                cgroup = await asyncio.to_thread(launcher.claim, spec.run_id, limits)
+                cgroup = await in_thread(lambda: launcher.claim(spec.run_id, limits))
                 return await launch(spec, paths, uid, launcher), cgroup
             except LauncherGone:
                 await launcher.discard()  # died while parked: start bwrap directly after all
@@ -260,8 +270,9 @@ class BwrapSandbox:
                 raise
         parked = await launch(spec, paths, uid, None)
         try:
-            return parked, await asyncio.to_thread(self._confine, spec.run_id, parked, limits)
-        except SandboxError:
+            confined = await in_thread(lambda: self._confine(spec.run_id, parked, limits), _kill_and_remove)
+            return parked, confined
+        except BaseException:
             await parked.abandon()
             raise
 
@@ -313,6 +324,15 @@ async def _abandon(
         await listener.close()
     await parked.abandon()
     _run_all(cleanups)
+
+
+def _close(listener: socket.socket) -> None:
+    listener.close()
+
+
+def _kill_and_remove(cgroup: JobCgroup) -> None:
+    cgroup.kill()
+    cgroup.remove()
 
 
 def _run_all(cleanups: list[Callable[[], None]]) -> None:

@@ -8,6 +8,7 @@ confined and its network listeners are open.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -40,9 +41,10 @@ class Parked:
         os.close(self.release_fd)
 
     async def abandon(self) -> None:
-        os.close(self.release_fd)
+        # Killed before its release descriptor closes: bwrap reads that end-of-file as a go.
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.sandbox_pid, signal.SIGKILL)
+        os.close(self.release_fd)
         await self.child.wait()
 
 
@@ -63,13 +65,30 @@ async def launch(spec: SandboxSpec, paths: JobPaths, uid: int, launcher: ParkedL
         for fd in passed:
             os.close(fd)
     info_reader, _ = attach_pipe(os.fdopen(info_read, "rb"))
-    info = await info_reader.read()
+    reading = asyncio.ensure_future(info_reader.read())
+    try:
+        info = await asyncio.shield(reading)
+    except asyncio.CancelledError:
+        await _kill_half_made(child, await reading, block_write)
+        raise
     if not info:
         os.close(block_write)
         code = await child.wait()
         detail = (await child.stderr.read()).decode(errors="replace").strip()
         raise OSError(f"bwrap exited with status {code} before the command started: {detail}")
     return Parked(child, int(json.loads(info)["child-pid"]), block_write)
+
+
+async def _kill_half_made(child: Child, info: bytes, block_write: int) -> None:
+    """Kill a bwrap whose start was cancelled, once it has said where its sandbox is (`info`, empty if
+    it died first): killed half-way, its sandbox could outlive it (it dies with bwrap only once bwrap
+    has set that up), then read the closed block descriptor as a go."""
+    pids = [child.pid, *([int(json.loads(info)["child-pid"])] if info else [])]
+    for pid in reversed(pids):  # the sandbox's pid 1 first: all of the sandbox goes with it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    await child.wait()
+    os.close(block_write)
 
 
 async def _spawn(
