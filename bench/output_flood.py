@@ -24,7 +24,7 @@ from common import publish, table
 from outpost.agents.parsers.shell import ShellOutputParser
 from outpost.sandbox.base import OutputBatch
 from outpost.sandbox.streams import merged_lines
-from outpost.worker.executor import _record_output
+from outpost.worker.output_reader import record_output
 from outpost.worker.run_report import RunReport
 
 MAX_LINE_BYTES = 16 * 1024
@@ -55,7 +55,7 @@ async def flood(script: str, line_bytes: int, total_bytes: int) -> dict[str, flo
         script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     started = time.perf_counter()
-    await _record_output(_HostRun(process), _SpentRecorder(), RunReport(ShellOutputParser()))  # type: ignore[arg-type]
+    await record_output(_HostRun(process), _SpentRecorder(), RunReport(ShellOutputParser()))  # type: ignore[arg-type]
     elapsed = time.perf_counter() - started
     await process.wait()
     lines = total_bytes // line_bytes

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import logging
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,16 @@ async def launcher(root: str) -> AsyncIterator[ParkedLauncher]:
     parked = await park(root, "_parked-t", LIMITS)
     yield parked
     await parked.discard()
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[tuple[BwrapSandbox, str]]:
+    """A bwrap backend with 2 parked launchers, and its cgroup root, which its close must leave empty."""
+    sandbox = _bwrap(tmp_path / "data")
+    root = f"outpost-{instance_marker(tmp_path / 'data')}"
+    yield sandbox, root
+    await sandbox.close()
+    assert glob.glob(f"/sys/fs/cgroup/*/{root}") == []
 
 
 def _value(path: Path) -> str:
@@ -149,34 +161,29 @@ async def test_the_pool_parks_on_first_take_skips_dead_launchers_and_closes_clea
 
 
 async def test_bwrap_runs_from_parked_launchers_in_their_job_cgroup_at_normal_priority(
-    tmp_path: Path,
+    backend: tuple[BwrapSandbox, str],
 ) -> None:
-    sandbox = _bwrap(tmp_path / "data")
-    root = f"outpost-{instance_marker(tmp_path / 'data')}"
-    try:
-        outputs = []
-        for attempt in (1, 2, 3):
-            launchers = [parked.child.pid for parked in sandbox._launchers._parked]
-            workdir = await sandbox.create_workspace(f"w{attempt}", RequestedLimits())
-            spec = SandboxSpec(
-                run_id=f"p.{attempt}", argv=["/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat; sleep 5"],
-                env={}, workdir=workdir, limits=RequestedLimits(memory_bytes=96 << 20),
-            )  # fmt: skip
-            run = await sandbox.start(spec)
-            bwrap_pid = run._child.pid
-            assert _cgroup_of(bwrap_pid) == f"/{root}/p.{attempt}"
-            assert _cgroup_of(run._sandbox_pid, "freezer") == f"/{root}/p.{attempt}"
-            assert _value(run._cgroup.dirs["memory"] / "memory.limit_in_bytes") == str(96 << 20)
-            lines = output_lines(run)
-            outputs.append(((await anext(lines)).text, bwrap_pid in launchers))
-            await run.kill()
-            await sandbox.remove_workspace(workdir)
-            await asyncio.sleep(0.3)  # room for the pool to refill
-        assert outputs[0] == ("0", False)  # the first run found the pool empty
-        assert outputs[1:] == [("0", True), ("0", True)]  # the others were launchers, niced no more
-    finally:
-        await sandbox.close()
-    assert glob.glob(f"/sys/fs/cgroup/*/{root}") == []
+    sandbox, root = backend
+    outputs = []
+    for attempt in (1, 2, 3):
+        launchers = [parked.child.pid for parked in sandbox._launchers._parked]
+        workdir = await sandbox.create_workspace(f"w{attempt}", RequestedLimits())
+        spec = SandboxSpec(
+            run_id=f"p.{attempt}", argv=["/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat; sleep 5"],
+            env={}, workdir=workdir, limits=RequestedLimits(memory_bytes=96 << 20),
+        )  # fmt: skip
+        run = await sandbox.start(spec)
+        bwrap_pid = run._child.pid
+        assert _cgroup_of(bwrap_pid) == f"/{root}/p.{attempt}"
+        assert _cgroup_of(run._sandbox_pid, "freezer") == f"/{root}/p.{attempt}"
+        assert _value(run._cgroup.dirs["memory"] / "memory.limit_in_bytes") == str(96 << 20)
+        lines = output_lines(run)
+        outputs.append(((await anext(lines)).text, bwrap_pid in launchers))
+        await run.kill()
+        await sandbox.remove_workspace(workdir)
+        await asyncio.sleep(0.3)  # room for the pool to refill
+    assert outputs[0] == ("0", False)  # the first run found the pool empty
+    assert outputs[1:] == [("0", True), ("0", True)]  # the others were launchers, niced no more
 
 
 async def test_the_janitor_clears_launchers_an_earlier_server_left_parked(tmp_path: Path) -> None:
@@ -189,6 +196,31 @@ async def test_the_janitor_clears_launchers_an_earlier_server_left_parked(tmp_pa
     await left.discard()
 
 
+async def test_the_janitor_on_a_live_backend_kills_its_runs_and_spares_its_parked_launchers(
+    backend: tuple[BwrapSandbox, str],
+) -> None:
+    sandbox, root = backend
+    workdir = await sandbox.create_workspace("w", RequestedLimits())
+    spec = SandboxSpec(
+        run_id="r.1", argv=["/bin/sleep", "60"], env={}, workdir=workdir, limits=RequestedLimits()
+    )
+    run = await sandbox.start(spec)  # the pool starts filling
+    await _until(lambda: len(sandbox._launchers._parked) == 2)
+    parked = [launcher.child.pid for launcher in sandbox._launchers._parked]
+    assert await sandbox.reap_leftovers() >= 1
+    assert await asyncio.wait_for(run.wait(), 5) < 0
+    assert glob.glob(f"/sys/fs/cgroup/memory/{root}/r.1") == []
+    assert [launcher.child.pid for launcher in sandbox._launchers._parked] == parked
+    assert all(launcher.child.running for launcher in sandbox._launchers._parked)
+    await run.kill()
+    workdir = await sandbox.create_workspace("w2", RequestedLimits())  # the janitor took the first
+    again = await sandbox.start(replace(spec, run_id="r.2", argv=["/bin/true"], workdir=workdir))
+    assert again._child.pid in parked  # a spared launcher still runs a job
+    assert await again.wait() == 0
+    await again.kill()
+    await sandbox.remove_workspace(workdir)
+
+
 def _bwrap(data_dir: Path) -> BwrapSandbox:
     first = 400_000 + random.randrange(1000) * 64
     return BwrapSandbox(data_dir, 4096, uid_first=first, uid_count=64, limits=LIMITS, parked_launchers=2)
@@ -198,6 +230,25 @@ async def _until(done: Callable[[], bool], timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not done():  # noqa: ASYNC110 - the pool fills on its own; there is no event to wait on
             await asyncio.sleep(0.02)
+
+
+async def test_a_pool_that_cannot_park_warns_once_and_counts_the_failures_that_follow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = LauncherPool("not/a-cgroup-name", LIMITS, 2)  # every park fails at the cgroup's name
+    with caplog.at_level(logging.WARNING, logger="outpost.sandbox.launchers"):
+        for _ in range(5):
+            assert pool.take() is None
+            await _until(lambda: pool._filling is not None and pool._filling.done())
+        pool._warned_at -= 3600  # an hour later
+        pool.take()
+        await _until(lambda: pool._filling is not None and pool._filling.done())
+    await pool.close()
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 2, warnings
+    assert "not a valid cgroup name" in warnings[0]
+    assert "more since" not in warnings[0]
+    assert warnings[1].endswith("(4 more since the last warning)")
 
 
 async def test_a_pool_of_zero_never_parks(root: str) -> None:

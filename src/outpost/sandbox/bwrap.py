@@ -23,6 +23,7 @@ import socket
 import stat
 import threading
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 from outpost.errors import InvalidInput, SandboxError
@@ -270,7 +271,8 @@ class BwrapSandbox:
                 raise
         parked = await launch(spec, paths, uid, None)
         try:
-            confined = await in_thread(lambda: self._confine(spec.run_id, parked, limits), _kill_and_remove)
+            confining = partial(self._confine, spec.run_id, parked, limits)
+            confined = await in_thread(confining, JobCgroup.kill_and_remove)
             return parked, confined
         except BaseException:
             await parked.abandon()
@@ -286,12 +288,12 @@ class BwrapSandbox:
 
     async def reap_leftovers(self) -> int:
         """Kill what an earlier server of this data dir left: its uids' processes, job cgroups, staged
-        runs and workspace mounts."""
+        runs and workspace mounts. This backend's own parked launchers are spared; its runs are not."""
         pids = pids_owned_by(self._uids)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        await asyncio.to_thread(cgroups.reap_stale, self._cgroup_root)
+        await asyncio.to_thread(cgroups.reap_stale, self._cgroup_root, self._launchers.cgroup_names())
         for leftovers in (self._staging_dir, self._workspaces_dir):
             await asyncio.to_thread(mounts.unmount_all_under, leftovers)
             await asyncio.to_thread(shutil.rmtree, leftovers, True)
@@ -328,11 +330,6 @@ async def _abandon(
 
 def _close(listener: socket.socket) -> None:
     listener.close()
-
-
-def _kill_and_remove(cgroup: JobCgroup) -> None:
-    cgroup.kill()
-    cgroup.remove()
 
 
 def _run_all(cleanups: list[Callable[[], None]]) -> None:

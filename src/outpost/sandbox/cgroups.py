@@ -215,6 +215,11 @@ class JobCgroup:
         except (OSError, ValueError):
             return None
 
+    def kill_and_remove(self) -> None:
+        """`kill()` then `remove()`: for a cgroup made by a step whose start was called off."""
+        self.kill()
+        self.remove()
+
     def remove(self) -> None:
         """Remove the job's cgroups; directories already gone are fine.
 

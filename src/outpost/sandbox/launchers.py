@@ -21,15 +21,19 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from outpost.errors import SandboxError
 from outpost.sandbox.cgroups import JobCgroup, Limits
 from outpost.sandbox.child import Child
+from outpost.sandbox.threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,8 @@ _READY_TIMEOUT_S = 10.0
 _FIRST_CHUNK = 4096  # sent with the descriptors; it always fits an empty socket buffer at once
 PARKED_PREFIX = "_parked-"
 _REFILL_DELAY_S = 0.05
+_WARN_EVERY_S = 60.0
+"""While parking keeps failing (every take retries it), how often it is logged."""
 
 
 class LauncherGone(OSError):
@@ -101,8 +107,21 @@ class LauncherPool:
         self._parked: collections.deque[ParkedLauncher] = collections.deque()
         self._filling: asyncio.Task[None] | None = None
         self._discarding: set[asyncio.Task[None]] = set()
-        self._names = (f"{PARKED_PREFIX}{os.getpid()}-{number}" for number in itertools.count())
+        # Not the pid: a server restarted in a container often has the same one, and must still find
+        # the launchers its predecessor left parked to be the janitor's.
+        token = secrets.token_hex(4)
+        self._names = (f"{PARKED_PREFIX}{token}-{number}" for number in itertools.count())
+        self._parking: str | None = None
+        """The cgroup of the launcher being parked right now."""
         self._closed = False
+        self._failures = 0
+        """Failed parks since the last warning."""
+        self._warned_at = -_WARN_EVERY_S
+
+    def cgroup_names(self) -> frozenset[str]:
+        """The cgroups of this pool's launchers, parked or being parked: no job is in them."""
+        parked = {launcher.cgroup.dirs["memory"].name for launcher in self._parked}
+        return frozenset(parked | ({self._parking} if self._parking else set()))
 
     def take(self) -> ParkedLauncher | None:
         """A parked launcher, or None when none is ready; either way the pool starts refilling."""
@@ -133,12 +152,28 @@ class LauncherPool:
     async def _fill(self) -> None:
         await asyncio.sleep(_REFILL_DELAY_S)
         while len(self._parked) < self._size and not self._closed:
+            self._parking = next(self._names)
             try:
-                launcher = await park(self._cgroup_root, next(self._names), self._limits)
+                launcher = await park(self._cgroup_root, self._parking, self._limits)
             except (OSError, SandboxError) as exc:
-                log.warning("cannot park a sandbox launcher, runs start bwrap directly: %s", exc)
+                self._park_failed(exc)
                 return  # the next take tries again
+            finally:
+                self._parking = None
+            if self._failures:
+                log.warning("sandbox launchers park again, after %d more failures", self._failures)
+                self._failures = 0
             self._parked.append(launcher)
+
+    def _park_failed(self, failure: Exception) -> None:
+        """Warn of the first failure, then at most every _WARN_EVERY_S with how many came between."""
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._warned_at < _WARN_EVERY_S:
+            return
+        since = f" ({self._failures - 1} more since the last warning)" if self._failures > 1 else ""
+        log.warning("cannot park a sandbox launcher, runs start bwrap directly: %s%s", failure, since)
+        self._warned_at, self._failures = now, 0
 
 
 async def park(cgroup_root: str, name: str, limits: Limits) -> ParkedLauncher:
@@ -159,36 +194,21 @@ async def park(cgroup_root: str, name: str, limits: Limits) -> ParkedLauncher:
     finally:
         theirs.close()
     ours.setblocking(False)
-    moving: asyncio.Future[JobCgroup] | None = None
     try:
         ready = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(ours, 1), _READY_TIMEOUT_S)
         if ready != b"r":
             raise OSError(f"the launcher exited before it was ready: {await _stderr_of(child)}")
-        moving = asyncio.ensure_future(
-            asyncio.to_thread(JobCgroup.create_holding, cgroup_root, name, limits, (child.pid,))
-        )
-        cgroup = await asyncio.shield(moving)
+        # Cancelled meanwhile, the move runs to its end and its cgroup is cleared before the kill below.
+        moving = partial(JobCgroup.create_holding, cgroup_root, name, limits, (child.pid,))
+        cgroup = await in_thread(moving, JobCgroup.kill_and_remove)
     except BaseException:
         ours.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGKILL)
         await child.wait()
         child.close_pipes()
-        if moving is not None:  # cancelled: the move's thread runs to its end, maybe making the cgroup
-            await _remove_once_made(moving)
         raise
     return ParkedLauncher(child, ours, cgroup)
-
-
-async def _remove_once_made(moving: asyncio.Future[JobCgroup]) -> None:
-    try:
-        cgroup = await moving
-    except (OSError, SandboxError):
-        return  # the move failed (its launcher killed) and removed what it had made
-    try:
-        await asyncio.to_thread(cgroup.remove)  # empty: its launcher is dead and reaped
-    except SandboxError:
-        log.exception("a parked launcher's cgroup is left for the janitor")
 
 
 def _message(argv: Sequence[str], env: Mapping[str, str]) -> bytes:

@@ -5,34 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from outpost.agents.events import AgentEvent, Text
 from outpost.agents.registry import AgentRegistry
 from outpost.db.repositories.dispatches import DispatchRow
 from outpost.domain.dispatch import DispatchStatus, FailureReason
 from outpost.errors import InvalidInput, OutpostError, SandboxError
-from outpost.sandbox.base import Gate, LimitName, RequestedLimits, Sandbox, SandboxRun, StartCalledOff
+from outpost.sandbox.base import Gate, RequestedLimits, Sandbox, SandboxRun, StartCalledOff
 from outpost.secrets.box import SecretUnreadable
 from outpost.services.runs import NewEvent, Outcome, RunService
 from outpost.settings import LimitSettings
 from outpost.worker.agent_launch import AgentRuntime, Launch, prepare_launch
-from outpost.worker.line_joiner import LineJoiner
+from outpost.worker.output_reader import drain_output, record_agent_events, record_output
 from outpost.worker.push_step import push_step
 from outpost.worker.recorder import OutputRecorder
 from outpost.worker.run_compute import compute_events, compute_samples
-from outpost.worker.run_meter import RunMeter
-from outpost.worker.run_report import RunReport, event_data
+from outpost.worker.run_outcome import exit_outcome, stopped_outcome, with_metering
 from outpost.worker.run_results import RunResults
 from outpost.worker.run_workspace import PreparedWorkspace, RunWorkspaces
 
 log = logging.getLogger(__name__)
-# After the main process exits, how long stray children may keep its output pipes open without writing,
-# and how long output may keep coming at most (a busy worker may still be reading what the run wrote).
-OUTPUT_DRAIN_S = 0.5
-OUTPUT_DRAIN_MAX_S = 10.0
 
 
 class DispatchExecutor:
@@ -230,7 +224,7 @@ class DispatchExecutor:
         launch: Launch,
     ) -> Outcome:
         report = launch.report
-        output = asyncio.create_task(_record_output(run, recorder, report))
+        output = asyncio.create_task(record_output(run, recorder, report))
         exited = asyncio.create_task(run.wait())
         aborted = asyncio.create_task(abort.wait())
         gave_up = asyncio.create_task(launch.meter.gave_up.wait()) if launch.meter else aborted
@@ -253,28 +247,14 @@ class DispatchExecutor:
         if not exited_first:
             await run.kill()
             exited.cancel()
-        await _drain(output, run, recorder)
-        _record_agent_events(recorder, report.finish())
+        await drain_output(output, run, recorder)
+        record_agent_events(recorder, report.finish())
         if exited_first:
             code = exited.result()
             # Only a failed run can have failed on a limit; a success skips the cgroup and disk reads.
             exceeded = await run.limit_exceeded() if code != 0 else None
-            return _with_metering(_exit_outcome(code, report, exceeded, launch.meter), launch)
-        if abort.is_set():
-            return _with_metering(Outcome(DispatchStatus.CANCELLED, result=report.result()), launch)
-        failure = launch.meter.last_failure if launch.meter is not None else None
-        if failure is not None and launch.meter is not None and launch.meter.gave_up.is_set():
-            detail = f"{failure.detail()} (the run was stopped: retrying could not succeed)"
-            reason = ERROR_KIND_FAILURES[failure.failure.kind]
-            stopped = Outcome(DispatchStatus.FAILED, result=report.result(), reason=reason, detail=detail)
-            return _with_metering(stopped, launch)
-        timed_out = Outcome(
-            DispatchStatus.TIMED_OUT,
-            result=report.result(),
-            reason=FailureReason.TIMED_OUT,
-            detail=f"killed after its {row.timeout_s} s limit",
-        )
-        return _with_metering(timed_out, launch)
+            return with_metering(exit_outcome(code, report, exceeded, launch.meter), launch)
+        return with_metering(stopped_outcome(row.timeout_s, abort.is_set(), report, launch.meter), launch)
 
 
 @dataclass(slots=True)
@@ -336,95 +316,3 @@ async def _to_the_end(cleanups: list[Coroutine[Any, Any, None]]) -> None:
     except asyncio.CancelledError:
         await task
         raise
-
-
-async def _record_output(run: SandboxRun, recorder: OutputRecorder, report: RunReport) -> None:
-    """The log keeps the lines as the sandbox cut them; the parser reads them whole again."""
-    joiner = LineJoiner()
-    async for batch in run.output():
-        recorder.add(batch)
-        for text in joiner.lines(batch):
-            _record_agent_events(recorder, report.feed(batch.stream, text), text)
-    for stream, text in joiner.finish():
-        _record_agent_events(recorder, report.feed(stream, text), text)
-
-
-def _record_agent_events(recorder: OutputRecorder, events: list[AgentEvent], line: str | None = None) -> None:
-    """Record parsed events, except text that is the output line itself (a `shell` run's stdout, aider's
-    prose): the line's own log event already holds it, and a copy would double every event write."""
-    for event in events:
-        if isinstance(event, Text) and event.text == line:
-            continue
-        data = event_data(event)
-        if data is not None:
-            recorder.add_event("agent", data)
-
-
-async def _drain(output: asyncio.Task[None], run: SandboxRun, recorder: OutputRecorder) -> None:
-    """Let the output reader reach the end; kill stray children that keep the pipes open. Output still
-    arriving is read on (up to a bound): under load the reader may trail the run by seconds."""
-    deadline = asyncio.get_running_loop().time() + OUTPUT_DRAIN_MAX_S
-    while True:
-        seen = recorder.batches_seen
-        done, _ = await asyncio.wait({output}, timeout=OUTPUT_DRAIN_S)
-        if done:
-            return
-        if recorder.batches_seen == seen or asyncio.get_running_loop().time() > deadline:
-            await run.kill()
-            await output
-            return
-
-
-LIMIT_FAILURES = {
-    "oom": (FailureReason.OOM, "the run reached its memory limit and was killed"),
-    "pids": (FailureReason.PIDS, "the run reached its process limit"),
-    "disk_full": (FailureReason.DISK_FULL, "the run filled its workspace or scratch space"),
-}
-ERROR_KIND_FAILURES = {
-    "auth": FailureReason.AUTH,
-    "quota": FailureReason.QUOTA,
-    "provider_error": FailureReason.PROVIDER_ERROR,
-    "max_turns": FailureReason.MAX_TURNS,
-}
-
-
-def _exit_outcome(
-    exit_code: int, report: RunReport, exceeded: LimitName | None, meter: RunMeter | None
-) -> Outcome:
-    if exit_code == 0 and not report.failed:
-        return Outcome(DispatchStatus.SUCCEEDED, exit_code=0, result=report.result())
-    reason, detail = _failure(exit_code, report, exceeded, meter)
-    return Outcome(
-        DispatchStatus.FAILED, exit_code=exit_code, result=report.result(), reason=reason, detail=detail
-    )
-
-
-def _failure(
-    exit_code: int, report: RunReport, exceeded: LimitName | None, meter: RunMeter | None
-) -> tuple[FailureReason, str]:
-    """The most precise reason: a limit the sandbox saw, then what the provider answered (the gateway saw
-    it first-hand), then what the agent said, else a plain agent error."""
-    ending = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with status {exit_code}"
-    if exceeded is not None:
-        reason, limit_detail = LIMIT_FAILURES[exceeded]
-        return reason, f"{limit_detail} ({ending})"
-    failure = meter.last_failure if meter is not None else None
-    if failure is not None:
-        return ERROR_KIND_FAILURES[failure.failure.kind], f"{failure.detail()} ({ending})"
-    if report.error_kind is not None:
-        return ERROR_KIND_FAILURES[report.error_kind], f"{report.error_message} ({ending})"
-    if report.failed:
-        return FailureReason.AGENT_ERROR, f"the agent reported a failure ({ending})"
-    return FailureReason.AGENT_ERROR, ending
-
-
-def _with_metering(outcome: Outcome, launch: Launch) -> Outcome:
-    """The gateway's usage and cost (authoritative), and the CLI's own cost report as a cross-check."""
-    meter, final = launch.meter, launch.report.final
-    cli_cost = final.cost_usd if final is not None else None
-    return replace(
-        outcome,
-        usage=meter.usage if meter is not None else None,
-        cost_micro_usd=meter.cost_micro_usd if meter is not None else 0,
-        cli_cost_micro_usd=round(cli_cost * 1_000_000) if cli_cost is not None else None,
-    )
